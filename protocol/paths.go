@@ -25,6 +25,10 @@ const (
 	ListWorkersRoute = "GET /v1/workers"
 	HealthzRoute     = "GET /healthz"
 	MetricsRoute     = "GET /metrics"
+	// Operator routes: ask a worker to stop claiming (it finishes or
+	// releases what it holds), or take the request back.
+	DrainWorkerRoute   = "POST /v1/workers/{id}/drain"
+	UndrainWorkerRoute = "POST /v1/workers/{id}/undrain"
 )
 
 // Path fills a route's {name} wildcards, in order, and drops the method.

@@ -1,0 +1,362 @@
+package sqlcore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/avatargen/musetalk/control/store"
+	"github.com/avatargen/musetalk/protocol"
+)
+
+// ending is how a running attempt ends and where its job goes next.
+type ending struct {
+	outcome    protocol.AttemptOutcome
+	attemptErr string // recorded on the attempt
+	outputKey  string // succeeded only
+	state      protocol.JobState
+	jobErr     string
+	failures   int       // the job's failure count after this attempt
+	interrupts int       // the job's interruption count after this attempt
+	runAfter   time.Time // when state is queued
+	now        time.Time
+}
+
+// endAttempt ends j's running attempt as e says, in this order: the job
+// (a compare-and-set on state, attempt and token), the attempt row, and
+// the worker's registry pointer. It returns the updated job.
+func (t *tx) endAttempt(ctx context.Context, j *store.Job, e *ending) (*store.Job, error) {
+	s := t.s
+	now := s.ts(e.now)
+	var finished any
+	if e.state.Final() {
+		finished = now
+	}
+	runAfter := j.RunAfter
+	if e.state == protocol.JobQueued {
+		runAfter = e.runAfter
+	}
+	out, err := scanJob(t.queryRow(ctx, `UPDATE jobs SET state = ?, token = '', lease_expires_at = NULL,
+	error = ?, output_key = ?, failures = ?, interruptions = ?, run_after = ?, finished_at = ?, updated_at = ?
+WHERE id = ? AND state = 'running' AND attempt = ? AND token = ?
+RETURNING `+jobCols,
+		string(e.state), e.jobErr, e.outputKey, e.failures, e.interrupts, s.ts(runAfter), finished, now,
+		j.ID, j.Attempt, j.Token))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("job %s attempt %d: %w", j.ID, j.Attempt, store.ErrStaleAttempt)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ending attempt %d of job %s: %w", j.Attempt, j.ID, err)
+	}
+	if _, err := t.exec(ctx, `UPDATE attempts SET outcome = ?, error = ?, output_key = ?, ended_at = ?
+WHERE job_id = ? AND number = ? AND outcome = 'running'`,
+		string(e.outcome), e.attemptErr, e.outputKey, now, j.ID, j.Attempt); err != nil {
+		return nil, fmt.Errorf("ending attempt %d of job %s: %w", j.Attempt, j.ID, err)
+	}
+	if _, err := t.exec(ctx, `UPDATE workers SET job_id = '', attempt = 0,
+	status = CASE WHEN status = 'busy' THEN 'idle' ELSE status END
+WHERE id = ? AND job_id = ? AND attempt = ?`, j.WorkerID, j.ID, j.Attempt); err != nil {
+		return nil, fmt.Errorf("clearing worker %s's job: %w", j.WorkerID, err)
+	}
+	return out, nil
+}
+
+// interrupt takes j's running attempt away (outcome interrupted or
+// released) and charges the job's interruption budget: the job is queued
+// again after the backoff, or fails once the budget is spent.
+func (t *tx) interrupt(ctx context.Context, j *store.Job, outcome protocol.AttemptOutcome, reason string,
+	backoff store.Backoff, now time.Time) (*store.Job, error) {
+	n := j.Interruptions + 1
+	e := &ending{outcome: outcome, attemptErr: reason, failures: j.Failures, interrupts: n, now: now}
+	if n >= j.MaxInterruptions {
+		e.state = protocol.JobFailed
+		e.jobErr = fmt.Sprintf("interrupted %d times (budget exhausted); last: %s", n, reason)
+	} else {
+		e.state = protocol.JobQueued
+		e.jobErr = reason
+		e.runAfter = now.Add(delay(backoff, n))
+	}
+	return t.endAttempt(ctx, j, e)
+}
+
+// checkAttempt returns ErrStaleAttempt unless a names j's running attempt.
+func checkAttempt(j *store.Job, a *store.AttemptParams) error {
+	if j.State == protocol.JobRunning && j.Attempt == a.Attempt && j.Token == a.Token {
+		return nil
+	}
+	if j.State == protocol.JobRunning && j.Attempt == a.Attempt {
+		return fmt.Errorf("job %s attempt %d: %w (token does not match)", j.ID, a.Attempt, store.ErrStaleAttempt)
+	}
+	return fmt.Errorf("job %s attempt %d: %w (job is %s, attempt %d)", j.ID, a.Attempt, store.ErrStaleAttempt, j.State, j.Attempt)
+}
+
+// lockAttempt locks the job that a names and checks that a is its running
+// attempt.
+func (t *tx) lockAttempt(ctx context.Context, a *store.AttemptParams) (*store.Job, error) {
+	j, err := t.lockJob(ctx, a.JobID)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAttempt(j, a); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// JobClaim implements store.Store.
+func (s *Store) JobClaim(ctx context.Context, p *store.JobClaimParams) (*store.Job, error) {
+	switch {
+	case p.WorkerID == "":
+		return nil, errors.New("claiming a job: worker id is required")
+	case p.Token == "":
+		return nil, errors.New("claiming a job: token is required")
+	case p.LeaseDuration <= 0:
+		return nil, fmt.Errorf("claiming a job: lease duration must be positive, got %v", p.LeaseDuration)
+	case p.WorkerType != "" && !p.WorkerType.Valid():
+		return nil, fmt.Errorf("claiming a job: worker type %q is not one of main, transient or empty", p.WorkerType)
+	}
+	var job *store.Job
+	err := s.write(ctx, func(t *tx) error {
+		var err error
+		job, err = t.claim(ctx, p)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claiming a job for worker %s: %w", p.WorkerID, err)
+	}
+	if job == nil {
+		return nil, store.ErrNoJob
+	}
+	return job, nil
+}
+
+// claim interrupts what the worker still holds, then takes the first
+// claimable job. It returns nil, nil when there is none; the interruptions
+// stand either way.
+func (t *tx) claim(ctx context.Context, p *store.JobClaimParams) (*store.Job, error) {
+	s := t.s
+	rows, err := t.query(ctx, `SELECT `+jobCols+` FROM jobs WHERE state = 'running' AND worker_id = ? ORDER BY id`+s.d.forUpdate(), p.WorkerID)
+	if err != nil {
+		return nil, fmt.Errorf("finding attempts the worker holds: %w", err)
+	}
+	held, err := collect(rows, scanJob)
+	if err != nil {
+		return nil, fmt.Errorf("finding attempts the worker holds: %w", err)
+	}
+	for _, j := range held {
+		if _, err := t.interrupt(ctx, j, protocol.OutcomeInterrupted, "worker claimed again", p.Backoff, p.Now); err != nil {
+			return nil, err
+		}
+	}
+
+	j, err := t.pick(ctx, p)
+	if j == nil || err != nil {
+		return nil, err
+	}
+
+	now := s.ts(p.Now)
+	lease := s.ts(p.Now.Add(p.LeaseDuration))
+	picked := j
+	j, err = scanJob(t.queryRow(ctx, `UPDATE jobs SET state = 'running', attempt = attempt + 1, token = ?, worker_id = ?,
+	lease_expires_at = ?, progress = NULL, progress_at = ?, updated_at = ?
+WHERE id = ? AND state = 'queued' AND attempt = ?
+RETURNING `+jobCols, p.Token, p.WorkerID, lease, now, now, picked.ID, picked.Attempt))
+	if err != nil {
+		return nil, fmt.Errorf("starting job %s: %w", picked.ID, err)
+	}
+	if _, err := t.exec(ctx, `INSERT INTO attempts (job_id, number, worker_id, token, outcome, started_at)
+VALUES (?, ?, ?, ?, 'running', ?)`, j.ID, j.Attempt, p.WorkerID, p.Token, now); err != nil {
+		return nil, fmt.Errorf("recording attempt %d of job %s: %w", j.Attempt, j.ID, err)
+	}
+	if _, err := t.exec(ctx, `UPDATE workers SET job_id = ?, attempt = ?, status = 'busy',
+	last_seen = CASE WHEN last_seen < ? THEN ? ELSE last_seen END
+WHERE id = ?`, j.ID, j.Attempt, now, now, p.WorkerID); err != nil {
+		return nil, fmt.Errorf("pointing worker %s at job %s: %w", p.WorkerID, j.ID, err)
+	}
+	return j, nil
+}
+
+// pick finds and locks the job to claim, or returns nil, nil. Jobs come
+// by priority; within the top priority, a job whose avatar the worker
+// caches comes first; then the oldest. The top priority is looked up
+// first so that each query walks an index instead of sorting the queue,
+// and only the chosen row is locked.
+func (t *tx) pick(ctx context.Context, p *store.JobClaimParams) (*store.Job, error) {
+	const (
+		claimable = `state = 'queued' AND run_after <= ? AND (worker_type = '' OR worker_type = ?)`
+		order     = ` ORDER BY priority DESC, created_at, id LIMIT 1`
+	)
+	lock := t.s.d.skipLocked()
+	args := []any{t.s.ts(p.Now), string(p.WorkerType)}
+	var cached []any
+	for _, a := range p.CachedAvatars {
+		if a != "" {
+			cached = append(cached, a)
+		}
+	}
+	if len(cached) > 0 {
+		var top int
+		err := t.queryRow(ctx, `SELECT priority FROM jobs WHERE `+claimable+order, args...).Scan(&top)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("finding a claimable job: %w", err)
+		}
+		j, err := scanJob(t.queryRow(ctx, `SELECT `+jobCols+` FROM jobs WHERE `+claimable+
+			` AND priority = ? AND avatar_id IN (`+placeholders(len(cached))+`)`+order+lock,
+			append(append(args, top), cached...)...))
+		if err == nil {
+			return j, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("finding a claimable job with a cached avatar: %w", err)
+		}
+	}
+	j, err := scanJob(t.queryRow(ctx, `SELECT `+jobCols+` FROM jobs WHERE `+claimable+order+lock, args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("finding a claimable job: %w", err)
+	}
+	return j, nil
+}
+
+// extendLease records progress (when not nil) and extends the lease of
+// j's running attempt to now+lease. ProgressAt moves only when the
+// progress changed.
+func (t *tx) extendLease(ctx context.Context, j *store.Job, progress *protocol.Progress, lease time.Duration, now time.Time) (*store.Job, error) {
+	s := t.s
+	newProgress, progressAt := j.Progress, j.ProgressAt
+	if progress != nil && !sameProgress(progress, j.Progress) {
+		newProgress, progressAt = progress, &now
+	}
+	parg, err := progressArg(newProgress)
+	if err != nil {
+		return nil, err
+	}
+	out, err := scanJob(t.queryRow(ctx, `UPDATE jobs SET progress = ?, progress_at = ?, lease_expires_at = ?, updated_at = ?
+WHERE id = ? AND state = 'running' AND attempt = ? AND token = ?
+RETURNING `+jobCols, parg, s.tsPtr(progressAt), s.ts(now.Add(lease)), s.ts(now), j.ID, j.Attempt, j.Token))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("job %s attempt %d: %w", j.ID, j.Attempt, store.ErrStaleAttempt)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("extending the lease of job %s: %w", j.ID, err)
+	}
+	return out, nil
+}
+
+// JobProgress implements store.Store.
+func (s *Store) JobProgress(ctx context.Context, p *store.JobProgressParams) (*store.Job, error) {
+	if p.LeaseDuration <= 0 {
+		return nil, fmt.Errorf("recording progress of job %s: lease duration must be positive, got %v", p.JobID, p.LeaseDuration)
+	}
+	var job *store.Job
+	err := s.write(ctx, func(t *tx) error {
+		j, err := t.lockAttempt(ctx, &p.AttemptParams)
+		if err != nil {
+			return err
+		}
+		job, err = t.extendLease(ctx, j, &p.Progress, p.LeaseDuration, p.Now)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recording progress: %w", err)
+	}
+	return job, nil
+}
+
+// JobComplete implements store.Store. Completing again with the same
+// attempt, token and output key (a retried request) returns the job
+// unchanged.
+func (s *Store) JobComplete(ctx context.Context, p *store.JobCompleteParams) (*store.Job, error) {
+	if p.OutputKey == "" {
+		return nil, fmt.Errorf("completing job %s: output key is required", p.JobID)
+	}
+	var job *store.Job
+	err := s.write(ctx, func(t *tx) error {
+		j, err := t.lockJob(ctx, p.JobID)
+		if err != nil {
+			return err
+		}
+		if j.State == protocol.JobSucceeded && j.Attempt == p.Attempt && j.OutputKey == p.OutputKey {
+			var token string
+			err := t.queryRow(ctx, `SELECT token FROM attempts WHERE job_id = ? AND number = ?`, j.ID, j.Attempt).Scan(&token)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("reading attempt %d of job %s: %w", j.Attempt, j.ID, err)
+			}
+			if err == nil && token == p.Token {
+				job = j
+				return nil
+			}
+		}
+		if err := checkAttempt(j, &p.AttemptParams); err != nil {
+			return err
+		}
+		job, err = t.endAttempt(ctx, j, &ending{
+			outcome: protocol.OutcomeSucceeded, outputKey: p.OutputKey, state: protocol.JobSucceeded,
+			failures: j.Failures, interrupts: j.Interruptions, now: p.Now,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("completing job: %w", err)
+	}
+	return job, nil
+}
+
+// JobFail implements store.Store.
+func (s *Store) JobFail(ctx context.Context, p *store.JobFailParams) (*store.Job, error) {
+	msg := p.Error
+	if msg == "" {
+		msg = "failed (no error given)"
+	}
+	var job *store.Job
+	err := s.write(ctx, func(t *tx) error {
+		j, err := t.lockAttempt(ctx, &p.AttemptParams)
+		if err != nil {
+			return err
+		}
+		n := j.Failures + 1
+		e := &ending{outcome: protocol.OutcomeFailed, attemptErr: msg, failures: n, interrupts: j.Interruptions, now: p.Now}
+		switch {
+		case !p.Retryable:
+			e.state, e.jobErr = protocol.JobFailed, "permanent failure: "+msg
+		case n >= j.MaxFailures:
+			e.state, e.jobErr = protocol.JobFailed, fmt.Sprintf("failure budget exhausted after %d failures: %s", n, msg)
+		default:
+			e.state, e.jobErr, e.runAfter = protocol.JobQueued, msg, p.Now.Add(delay(p.Backoff, n))
+		}
+		job, err = t.endAttempt(ctx, j, e)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failing job: %w", err)
+	}
+	return job, nil
+}
+
+// JobRelease implements store.Store.
+func (s *Store) JobRelease(ctx context.Context, p *store.JobReleaseParams) (*store.Job, error) {
+	reason := p.Reason
+	if reason == "" {
+		reason = "released"
+	}
+	var job *store.Job
+	err := s.write(ctx, func(t *tx) error {
+		j, err := t.lockAttempt(ctx, &p.AttemptParams)
+		if err != nil {
+			return err
+		}
+		job, err = t.interrupt(ctx, j, protocol.OutcomeReleased, reason, p.Backoff, p.Now)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("releasing job: %w", err)
+	}
+	return job, nil
+}

@@ -1,0 +1,198 @@
+package sqlcore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/avatargen/musetalk/control/store"
+)
+
+// Config is what a driver hands to New.
+type Config struct {
+	Dialect Dialect
+	// Write runs every write transaction. Read serves plain reads; it may
+	// be the same pool.
+	Write, Read *sql.DB
+	// Close, if set, runs after both pools are closed (e.g. to close the
+	// pgx pool behind them).
+	Close func() error
+}
+
+// Store implements store.Store over database/sql.
+type Store struct {
+	d       Dialect
+	w, r    *sql.DB
+	wc, rc  *stmtCache // nil unless the dialect caches statements
+	onClose func() error
+}
+
+var _ store.Store = (*Store)(nil)
+
+// maxTries bounds how often a transaction is run again after a retryable
+// error.
+const maxTries = 5
+
+// New applies the missing migrations and returns the Store. It does not
+// close the pools on error; the caller owns them until New succeeds.
+func New(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Dialect.EncodeTime == nil || cfg.Dialect.Migrations == nil {
+		return nil, errors.New("sqlcore: dialect needs EncodeTime and Migrations")
+	}
+	if cfg.Write == nil || cfg.Read == nil {
+		return nil, errors.New("sqlcore: both pools are required")
+	}
+	s := &Store{d: cfg.Dialect, w: cfg.Write, r: cfg.Read, onClose: cfg.Close}
+	if s.d.CacheStatements {
+		s.wc = newStmtCache(s.w)
+		s.rc = s.wc
+		if s.r != s.w {
+			s.rc = newStmtCache(s.r)
+		}
+	}
+	if err := s.migrate(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the pools.
+func (s *Store) Close() error {
+	err := s.wc.close()
+	if s.rc != s.wc {
+		err = errors.Join(err, s.rc.close())
+	}
+	err = errors.Join(err, s.w.Close())
+	if s.r != s.w {
+		err = errors.Join(err, s.r.Close())
+	}
+	if s.onClose != nil {
+		err = errors.Join(err, s.onClose())
+	}
+	return err
+}
+
+// tx is one write transaction with the dialect's placeholders. It uses
+// the cached statements and notes the queries that are not cached yet.
+type tx struct {
+	*sql.Tx
+	s        *Store
+	uncached []string
+}
+
+// stmt returns q's cached statement bound to the transaction, or nil.
+func (t *tx) stmt(ctx context.Context, q string) *sql.Stmt {
+	if t.s.wc == nil {
+		return nil
+	}
+	if st := t.s.wc.get(q); st != nil {
+		return t.StmtContext(ctx, st)
+	}
+	t.uncached = append(t.uncached, q)
+	return nil
+}
+
+func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	q = t.s.d.rebind(q)
+	if st := t.stmt(ctx, q); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return t.ExecContext(ctx, q, args...)
+}
+
+func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	q = t.s.d.rebind(q)
+	if st := t.stmt(ctx, q); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return t.QueryContext(ctx, q, args...)
+}
+
+func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	q = t.s.d.rebind(q)
+	if st := t.stmt(ctx, q); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return t.QueryRowContext(ctx, q, args...)
+}
+
+// write runs fn in a transaction and commits it, running it again (up to
+// maxTries) after an error the dialect calls retryable. fn must not keep
+// state between runs. An error from fn rolls everything back.
+func (s *Store) write(ctx context.Context, fn func(t *tx) error) error {
+	for try := 1; ; try++ {
+		err := s.writeOnce(ctx, fn)
+		if err == nil || try == maxTries || s.d.Retryable == nil || !s.d.Retryable(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func (s *Store) writeOnce(ctx context.Context, fn func(t *tx) error) error {
+	sqlTx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("beginning %s transaction: %w", s.d.Name, err)
+	}
+	t := &tx{Tx: sqlTx, s: s}
+	// The connection is free again once this returns.
+	defer func() { s.wc.prepare(ctx, t.uncached) }()
+	if err := fn(t); err != nil {
+		_ = sqlTx.Rollback()
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("committing %s transaction: %w", s.d.Name, err)
+	}
+	return nil
+}
+
+// queryRead and queryRowRead run plain reads on the read pool.
+func (s *Store) queryRead(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	q = s.d.rebind(q)
+	if st := s.readStmt(ctx, q); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return s.r.QueryContext(ctx, q, args...)
+}
+
+func (s *Store) queryRowRead(ctx context.Context, q string, args ...any) *sql.Row {
+	q = s.d.rebind(q)
+	if st := s.readStmt(ctx, q); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return s.r.QueryRowContext(ctx, q, args...)
+}
+
+// readStmt returns q's cached statement on the read pool, preparing it
+// first (no read holds a connection here).
+func (s *Store) readStmt(ctx context.Context, q string) *sql.Stmt {
+	if s.rc == nil {
+		return nil
+	}
+	if st := s.rc.get(q); st != nil {
+		return st
+	}
+	s.rc.prepare(ctx, []string{q})
+	return s.rc.get(q)
+}
+
+// scanner is *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+// collect scans every row with scan and closes rows.
+func collect[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) {
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

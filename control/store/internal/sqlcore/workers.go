@@ -1,0 +1,214 @@
+package sqlcore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/avatargen/musetalk/control/store"
+	"github.com/avatargen/musetalk/protocol"
+)
+
+const workerCols = `id, worker_type, provider, gpu_class, status, version, first_seen, last_seen,
+	job_id, attempt, drain_requested, cached_avatars, self_check`
+
+func scanWorker(r scanner) (*store.Worker, error) {
+	var (
+		w         store.Worker
+		cached    string
+		selfCheck sql.NullString
+	)
+	err := r.Scan(&w.ID, &w.WorkerType, &w.Provider, &w.GPUClass, &w.Status, &w.Version,
+		timeDest{&w.FirstSeen}, timeDest{&w.LastSeen}, &w.JobID, &w.Attempt, &w.DrainRequested, &cached, &selfCheck)
+	if err != nil {
+		return nil, err
+	}
+	if cached != "" {
+		if err := json.Unmarshal([]byte(cached), &w.CachedAvatars); err != nil {
+			return nil, fmt.Errorf("worker %s: decoding stored cached avatars: %w", w.ID, err)
+		}
+		if len(w.CachedAvatars) == 0 {
+			w.CachedAvatars = nil
+		}
+	}
+	if selfCheck.Valid && selfCheck.String != "" {
+		w.SelfCheck = new(protocol.SelfCheck)
+		if err := json.Unmarshal([]byte(selfCheck.String), w.SelfCheck); err != nil {
+			return nil, fmt.Errorf("worker %s: decoding stored self-check: %w", w.ID, err)
+		}
+	}
+	return &w, nil
+}
+
+func validateHeartbeat(p *store.WorkerHeartbeatParams) error {
+	switch {
+	case !protocol.ValidID(p.ID):
+		return fmt.Errorf("worker id %q is not a valid id", p.ID)
+	case !p.Status.Reportable():
+		return fmt.Errorf("status %q is not one of idle, busy, draining", p.Status)
+	case p.WorkerType != "" && !p.WorkerType.Valid():
+		return fmt.Errorf("worker type %q is not one of main, transient or empty", p.WorkerType)
+	case p.JobID != "" && p.LeaseDuration <= 0:
+		return fmt.Errorf("lease duration must be positive when a job is reported, got %v", p.LeaseDuration)
+	case p.Now.IsZero():
+		return errors.New("now is required")
+	}
+	return nil
+}
+
+// holds reports whether the heartbeat speaks for j's running attempt.
+// Attempt 0 (a worker that reports only the job) means the current one.
+func holds(j *store.Job, p *store.WorkerHeartbeatParams) bool {
+	return j.State == protocol.JobRunning && j.WorkerID == p.ID && (p.Attempt == 0 || p.Attempt == j.Attempt)
+}
+
+// cancelReason says why the worker must abandon the attempt it reported.
+func cancelReason(j *store.Job, p *store.WorkerHeartbeatParams) string {
+	switch {
+	case j.State == protocol.JobCancelled:
+		return "job cancelled"
+	case j.State.Final():
+		return "job already " + string(j.State)
+	case j.State == protocol.JobRunning && j.WorkerID != p.ID && (p.Attempt == 0 || p.Attempt == j.Attempt):
+		return fmt.Sprintf("attempt %d belongs to worker %s", j.Attempt, j.WorkerID)
+	}
+	return fmt.Sprintf("attempt %d is no longer current (job is %s, attempt %d)", p.Attempt, j.State, j.Attempt)
+}
+
+// WorkerHeartbeat implements store.Store. The job is handled before the
+// worker row so that every transaction locks jobs before workers.
+func (s *Store) WorkerHeartbeat(ctx context.Context, p *store.WorkerHeartbeatParams) (*store.HeartbeatResult, error) {
+	if err := validateHeartbeat(p); err != nil {
+		return nil, fmt.Errorf("recording heartbeat: %w", err)
+	}
+	cached := p.CachedAvatars
+	if cached == nil {
+		cached = []string{}
+	}
+	cachedArg, err := encodeJSON("cached avatars", cached)
+	if err != nil {
+		return nil, fmt.Errorf("recording heartbeat of worker %s: %w", p.ID, err)
+	}
+	var selfCheck any
+	if p.SelfCheck != nil {
+		if selfCheck, err = encodeJSON("self-check", p.SelfCheck); err != nil {
+			return nil, fmt.Errorf("recording heartbeat of worker %s: %w", p.ID, err)
+		}
+	}
+	var res *store.HeartbeatResult
+	err = s.write(ctx, func(t *tx) error {
+		res = &store.HeartbeatResult{}
+		var held *store.Job
+		if p.JobID != "" {
+			j, err := t.lockJob(ctx, p.JobID)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				res.Cancel = &protocol.CancelOrder{JobID: p.JobID, Attempt: p.Attempt, Reason: "job not found"}
+			case err != nil:
+				return err
+			case holds(j, p):
+				if held, err = t.extendLease(ctx, j, p.Progress, p.LeaseDuration, p.Now); err != nil {
+					return err
+				}
+				res.LeaseExpiresAt = held.LeaseExpiresAt
+			default:
+				res.Cancel = &protocol.CancelOrder{JobID: p.JobID, Attempt: p.Attempt, Reason: cancelReason(j, p)}
+			}
+		}
+		now := s.ts(p.Now)
+		if _, err := t.exec(ctx, `INSERT INTO workers (id, worker_type, provider, gpu_class, status, version,
+	first_seen, last_seen, cached_avatars, self_check)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET worker_type = excluded.worker_type, provider = excluded.provider,
+	gpu_class = excluded.gpu_class, status = excluded.status, version = excluded.version,
+	last_seen = excluded.last_seen, cached_avatars = excluded.cached_avatars,
+	self_check = COALESCE(excluded.self_check, workers.self_check)`,
+			p.ID, string(p.WorkerType), p.Provider, p.GPUClass, string(p.Status), p.Version, now, now, cachedArg, selfCheck); err != nil {
+			return fmt.Errorf("saving worker %s: %w", p.ID, err)
+		}
+		if held != nil {
+			if _, err := t.exec(ctx, `UPDATE workers SET job_id = ?, attempt = ? WHERE id = ?`, held.ID, held.Attempt, p.ID); err != nil {
+				return fmt.Errorf("pointing worker %s at job %s: %w", p.ID, held.ID, err)
+			}
+		}
+		w, err := scanWorker(t.queryRow(ctx, `SELECT `+workerCols+` FROM workers WHERE id = ?`, p.ID))
+		if err != nil {
+			return fmt.Errorf("reading worker %s: %w", p.ID, err)
+		}
+		res.Worker = w
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recording heartbeat of worker %s: %w", p.ID, err)
+	}
+	return res, nil
+}
+
+// WorkerGet implements store.Store.
+func (s *Store) WorkerGet(ctx context.Context, id string) (*store.Worker, error) {
+	w, err := scanWorker(s.queryRowRead(ctx, `SELECT `+workerCols+` FROM workers WHERE id = ?`, id))
+	if err != nil {
+		return nil, fmt.Errorf("getting worker: %w", notFound(err, fmt.Sprintf("worker %q", id)))
+	}
+	return w, nil
+}
+
+// WorkerList implements store.Store.
+func (s *Store) WorkerList(ctx context.Context, p *store.WorkerListParams) ([]*store.Worker, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if p.Status != "" {
+		where = append(where, `status = ?`)
+		args = append(args, string(p.Status))
+	}
+	if p.WorkerType != "" {
+		where = append(where, `worker_type = ?`)
+		args = append(args, string(p.WorkerType))
+	}
+	q := `SELECT ` + workerCols + ` FROM workers`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	rows, err := s.queryRead(ctx, q+` ORDER BY id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing workers: %w", err)
+	}
+	ws, err := collect(rows, scanWorker)
+	if err != nil {
+		return nil, fmt.Errorf("listing workers: %w", err)
+	}
+	return ws, nil
+}
+
+// WorkerSetDrain implements store.Store.
+func (s *Store) WorkerSetDrain(ctx context.Context, id string, drain bool) (*store.Worker, error) {
+	var w *store.Worker
+	err := s.write(ctx, func(t *tx) error {
+		var err error
+		w, err = scanWorker(t.queryRow(ctx, `UPDATE workers SET drain_requested = ? WHERE id = ? RETURNING `+workerCols, drain, id))
+		return notFound(err, fmt.Sprintf("worker %q", id))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("setting drain of worker: %w", err)
+	}
+	return w, nil
+}
+
+// WorkerCountByStatus implements store.Store.
+func (s *Store) WorkerCountByStatus(ctx context.Context) (map[protocol.WorkerStatus]int, error) {
+	out := map[protocol.WorkerStatus]int{}
+	for _, st := range []protocol.WorkerStatus{protocol.WorkerIdle, protocol.WorkerBusy, protocol.WorkerDraining, protocol.WorkerOffline} {
+		out[st] = 0
+	}
+	if err := s.countBy(ctx, `SELECT status, COUNT(*) FROM workers GROUP BY status`, func(k string, n int) {
+		out[protocol.WorkerStatus(k)] = n
+	}); err != nil {
+		return nil, fmt.Errorf("counting workers by status: %w", err)
+	}
+	return out, nil
+}

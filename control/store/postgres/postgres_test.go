@@ -1,0 +1,166 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/avatargen/musetalk/control/store"
+	"github.com/avatargen/musetalk/control/store/postgres"
+	"github.com/avatargen/musetalk/control/store/storetest"
+)
+
+// urlEnv names the server the tests run against.
+const urlEnv = "MUSETALK_TEST_POSTGRES_URL"
+
+// serverURL returns the test server's URL. Without one the tests skip,
+// except under CI, which must never skip PostgreSQL.
+func serverURL(t *testing.T) string {
+	t.Helper()
+	url := os.Getenv(urlEnv)
+	if url == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not set; CI must run the PostgreSQL store tests (see control/store/postgres/README.md)", urlEnv)
+		}
+		t.Skipf("%s is not set; set it to a PostgreSQL URL to run these tests (see README.md)", urlEnv)
+	}
+	return url
+}
+
+// newSchema creates an empty schema with a random name and drops it when
+// the test ends.
+func newSchema(t *testing.T, url string) string {
+	t.Helper()
+	ctx := context.Background()
+	b := make([]byte, 8)
+	rand.Read(b)
+	schema := "storetest_" + hex.EncodeToString(b)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connecting to %s: %v", urlEnv, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
+		t.Fatalf("creating schema %s: %v", schema, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Errorf("connecting to drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
+			t.Errorf("dropping schema %s: %v", schema, err)
+		}
+	})
+	return schema
+}
+
+// openIn opens a Store (one replica: its own pool) whose search_path is
+// schema; it is closed when the test ends, before the schema is dropped.
+func openIn(t *testing.T, url, schema string) *postgres.Store {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatalf("parsing %s: %v", urlEnv, err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	cfg.MaxConns = 4 // many tests run at once against one server
+	s, err := postgres.OpenConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("opening store in schema %s: %v", schema, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	url := serverURL(t)
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return openIn(t, url, newSchema(t, url))
+	})
+}
+
+// Two replicas (two pools) claim from one schema: exactly once.
+func TestReplicasClaimExactlyOnce(t *testing.T) {
+	url := serverURL(t)
+	schema := newSchema(t, url)
+	a, b := openIn(t, url, schema), openIn(t, url, schema)
+	storetest.InsertJobs(t, a, storetest.ProofJobs)
+	storetest.ClaimAll(t, []store.Store{a, b}, storetest.ProofJobs, storetest.ProofClaimers)
+}
+
+// Replicas that start together migrate once, and reopening applies
+// nothing again.
+func TestMigrations(t *testing.T) {
+	url := serverURL(t)
+	schema := newSchema(t, url)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { openIn(t, url, schema) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	read := func() map[int]string {
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		rows, err := conn.Query(ctx, `SELECT version, applied_at FROM `+schema+`.schema_migrations`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[int]string{}
+		var v int
+		var at string
+		if _, err := pgx.ForEachRow(rows, []any{&v, &at}, func() error { out[v] = at; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	first := read()
+	if len(first) == 0 {
+		t.Fatal("no migrations recorded")
+	}
+	openIn(t, url, schema)
+	again := read()
+	if len(again) != len(first) {
+		t.Fatalf("migrations after reopening: %v, want %v", again, first)
+	}
+	for v, at := range first {
+		if again[v] != at {
+			t.Errorf("migration %d applied again: %s, was %s", v, again[v], at)
+		}
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx := context.Background()
+	if _, err := postgres.Open(ctx, "not a url ::"); err == nil {
+		t.Error("Open(garbage) succeeded")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := postgres.Open(ctx, "postgres://nobody:secret-password@127.0.0.1:1/none?sslmode=disable&connect_timeout=2")
+	if err == nil {
+		t.Fatal("Open(closed port) succeeded")
+	}
+	if strings.Contains(err.Error(), "secret-password") {
+		t.Errorf("error reveals the password: %v", err)
+	}
+}

@@ -1,0 +1,192 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/avatargen/musetalk/control/store"
+	"github.com/avatargen/musetalk/protocol"
+)
+
+// Sizes of the exactly-once proof.
+const (
+	ProofJobs     = 1000
+	ProofClaimers = 50
+)
+
+func concurrencyTests() map[string]func(t *testing.T, h *harness) {
+	return map[string]func(t *testing.T, h *harness){
+		"ClaimExactlyOnce": func(t *testing.T, h *harness) {
+			InsertJobs(t, h.s, ProofJobs)
+			ClaimAll(t, []store.Store{h.s}, ProofJobs, ProofClaimers)
+		},
+		"IdempotentInsertRace": func(t *testing.T, h *harness) {
+			// Ten submitters send the same request at once: one job.
+			var wg sync.WaitGroup
+			jobs := make([]*store.Job, 10)
+			errs := make([]error, 10)
+			for i := range jobs {
+				wg.Go(func() {
+					jobs[i], _, errs[i] = h.s.JobInsert(h.ctx, &store.JobInsertParams{
+						ID: idOf("job", i), IdempotencyKey: "same", AvatarKey: "a", AudioKey: "b",
+						MaxInterruptions: 1, MaxFailures: 1, Now: base(),
+					})
+				})
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("insert %d: %v", i, err)
+				}
+				eq(t, "job of insert", jobs[i].ID, jobs[0].ID)
+			}
+			eq(t, "jobs stored", len(list(t, h, &store.JobListParams{})), 1)
+		},
+		"ProgressRacesSweep": func(t *testing.T, h *harness) {
+			// Progress and sweeps at once neither fail nor take away an
+			// attempt whose lease is good.
+			h.insert("job-1")
+			j := h.claim("w1", base(), func(p *store.JobClaimParams) { p.LeaseDuration = time.Hour })
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				for i := 1; i <= 50; i++ {
+					now := at(time.Duration(i) * time.Second)
+					_, err := h.s.JobProgress(h.ctx, &store.JobProgressParams{AttemptParams: ref(j, now),
+						Progress: protocol.Progress{FramesDone: i}, LeaseDuration: time.Hour})
+					if err != nil {
+						t.Errorf("progress %d: %v", i, err)
+						return
+					}
+				}
+			})
+			wg.Go(func() {
+				for i := 1; i <= 50; i++ {
+					if _, err := h.s.Sweep(h.ctx, &store.SweepParams{Now: at(time.Duration(i) * time.Second)}); err != nil {
+						t.Errorf("sweep %d: %v", i, err)
+						return
+					}
+				}
+			})
+			wg.Wait()
+			eq(t, "state", h.job("job-1").State, protocol.JobRunning)
+		},
+	}
+}
+
+// InsertJobs inserts n queued jobs, job-00000 ... , all at the suite's
+// base time, from a few goroutines.
+func InsertJobs(t *testing.T, s store.Store, n int) {
+	t.Helper()
+	const inserters = 4
+	var wg sync.WaitGroup
+	errs := make(chan error, inserters)
+	for w := range inserters {
+		wg.Go(func() {
+			for i := w; i < n; i += inserters {
+				_, _, err := s.JobInsert(context.Background(), &store.JobInsertParams{
+					ID: idOf("job", i), AvatarKey: "a", AudioKey: "b", AvatarID: idOf("avatar", i%7),
+					Priority: i % 3, MaxInterruptions: 1, MaxFailures: 1, Now: base(),
+				})
+				if err != nil {
+					errs <- fmt.Errorf("inserting job %d: %w", i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// ClaimAll runs claimers goroutines, spread over the stores (replicas of
+// one database), each with its own worker id, looping claim-then-complete
+// until ErrNoJob. It fails the test unless each of the n jobs was claimed
+// exactly once and succeeded with exactly one attempt.
+func ClaimAll(t *testing.T, stores []store.Store, n, claimers int) {
+	t.Helper()
+	ctx := context.Background()
+	var (
+		mu      sync.Mutex
+		claimed = map[string][]string{} // job -> workers
+		wg      sync.WaitGroup
+	)
+	errs := make(chan error, claimers)
+	for c := range claimers {
+		s := stores[c%len(stores)]
+		worker := idOf("claimer", c)
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				now := at(time.Minute + time.Duration(i)*time.Millisecond)
+				j, err := s.JobClaim(ctx, &store.JobClaimParams{
+					WorkerID: worker, Token: fmt.Sprintf("%s-%d", worker, i), LeaseDuration: time.Hour,
+					CachedAvatars: []string{idOf("avatar", c%7)}, Now: now,
+				})
+				if errors.Is(err, store.ErrNoJob) {
+					return
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%s: claim: %w", worker, err)
+					return
+				}
+				mu.Lock()
+				claimed[j.ID] = append(claimed[j.ID], worker)
+				mu.Unlock()
+				if _, err := s.JobComplete(ctx, &store.JobCompleteParams{AttemptParams: ref(j, now), OutputKey: outputKey(j)}); err != nil {
+					errs <- fmt.Errorf("%s: complete %s: %w", worker, j.ID, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	twice := 0
+	for id, ws := range claimed {
+		if len(ws) != 1 {
+			twice++
+			if twice <= 10 {
+				t.Errorf("job %s claimed %d times, by %v", id, len(ws), ws)
+			}
+		}
+	}
+	missed := 0
+	for i := range n {
+		if _, ok := claimed[idOf("job", i)]; !ok {
+			missed++
+			if missed <= 10 {
+				t.Errorf("job %s never claimed", idOf("job", i))
+			}
+		}
+	}
+	if twice > 0 || missed > 0 || len(claimed) != n {
+		t.Fatalf("%d jobs: %d claimed, %d more than once, %d never", n, len(claimed), twice, missed)
+	}
+	counts, err := stores[0].JobCountByState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eq(t, "succeeded jobs", counts[protocol.JobSucceeded], n)
+	outcomes, err := stores[0].AttemptCountByOutcome(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eq(t, "attempts", outcomes, map[protocol.AttemptOutcome]int{
+		protocol.OutcomeRunning: 0, protocol.OutcomeSucceeded: n, protocol.OutcomeFailed: 0,
+		protocol.OutcomeInterrupted: 0, protocol.OutcomeReleased: 0, protocol.OutcomeCancelled: 0,
+	})
+}
+
+func idOf(prefix string, i int) string { return fmt.Sprintf("%s-%05d", prefix, i) }
