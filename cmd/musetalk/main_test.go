@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+)
+
+// run runs the CLI in-process with args and returns its error and output.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	app := newApp()
+	var out bytes.Buffer
+	app.Writer, app.ErrWriter = &out, &out
+	app.ExitErrHandler = func(*cli.Context, error) {}
+	err := app.Run(append([]string{"musetalk"}, args...))
+	return out.String(), err
+}
+
+func TestEveryCommandHasHelp(t *testing.T) {
+	for _, cmd := range newApp().Commands {
+		out, err := run(t, cmd.Name, "--help")
+		if err != nil {
+			t.Fatalf("%s --help: %v", cmd.Name, err)
+		}
+		if !strings.Contains(out, "musetalk "+cmd.Name) || !strings.Contains(out, "OPTIONS") {
+			t.Errorf("%s --help says:\n%s", cmd.Name, out)
+		}
+	}
+}
+
+func TestControlNeedsInternalKey(t *testing.T) {
+	t.Setenv("INTERNAL_API_KEY", "")
+	_, err := run(t, "control", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0")
+	if err == nil || !strings.Contains(err.Error(), "INTERNAL_API_KEY") {
+		t.Fatalf("want an error naming INTERNAL_API_KEY, got %v", err)
+	}
+}
+
+func TestWorkerNamesBadVariable(t *testing.T) {
+	for _, k := range []string{"ORCHESTRATOR_BASE_URL", "INTERNAL_API_KEY", "WORKER_TYPE", "B2_BUCKET_NAME", "B2_KEY_ID", "B2_APP_KEY"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("INTERNAL_API_KEY", "very-secret-value")
+	t.Setenv("ORCHESTRATOR_BASE_URL", "http://127.0.0.1:1")
+	_, err := run(t, "worker", "--worker-type", "gpu")
+	if err == nil || !strings.Contains(err.Error(), "WORKER_TYPE") || strings.Contains(err.Error(), "very-secret-value") {
+		t.Fatalf("want an error naming WORKER_TYPE without the key, got %v", err)
+	}
+	_, err = run(t, "--log-level", "loud", "worker")
+	if err == nil || !strings.Contains(err.Error(), "loud") {
+		t.Fatalf("want an error naming the log level, got %v", err)
+	}
+}
+
+func TestUnknownEngine(t *testing.T) {
+	if _, err := newEngine("sora"); err == nil || !strings.Contains(err.Error(), "sora") {
+		t.Fatalf("got %v", err)
+	}
+}

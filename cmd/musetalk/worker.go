@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/avatargen/musetalk/blob"
+	"github.com/avatargen/musetalk/telemetry"
+	"github.com/avatargen/musetalk/worker"
+	"github.com/avatargen/musetalk/worker/controlblob"
+	"github.com/avatargen/musetalk/worker/engine"
+	"github.com/avatargen/musetalk/worker/preview"
+)
+
+// seedVars are the deployed worker's environment variables (the seed), each
+// with the flag that can stand in for it.
+var seedVars = []struct{ env, flag, usage string }{
+	{"ORCHESTRATOR_BASE_URL", "orchestrator-base-url", "base URL of the control plane (required)"},
+	{"INTERNAL_API_KEY", "internal-api-key", "key the control plane's worker API wants (required, secret)"},
+	{"WORKER_TYPE", "worker-type", "pool: main or transient (default main)"},
+	{"PROVIDER", "provider", "salad, vast or other (default other)"},
+	{"GPU_CLASS_NAME", "gpu-class-name", "GPU class reported in heartbeats, e.g. RTX_3060"},
+	{"B2_KEY_ID", "b2-key-id", "Backblaze B2 application key id"},
+	{"B2_APP_KEY", "b2-app-key", "Backblaze B2 application key (secret)"},
+	{"B2_BUCKET_NAME", "b2-bucket", "Backblaze B2 bucket name"},
+	{"POLL_INTERVAL_SEC", "poll-interval-sec", "seconds between heartbeats and between claims (default 5)"},
+	{"WORKER_ID", "worker-id", "worker id (default: from SALAD_MACHINE_ID, VAST_CONTAINERLABEL, or the host name)"},
+}
+
+func workerCommand() *cli.Command {
+	var flags []cli.Flag
+	for _, v := range seedVars {
+		flags = append(flags, &cli.StringFlag{Name: v.flag, Usage: v.usage, EnvVars: []string{v.env}})
+	}
+	flags = append(flags,
+		&cli.StringFlag{Name: "b2-endpoint", Usage: "B2 authorization API base URL override (tests)", EnvVars: []string{"B2_ENDPOINT"}},
+		&cli.StringFlag{Name: "blob-dir", Usage: "local object directory shared with the control plane; without it and without B2, objects go through the control plane", EnvVars: []string{"MUSETALK_BLOB_DIR"}},
+		&cli.StringFlag{Name: "health-addr", Value: worker.DefaultHealthAddr, Usage: "listen address of /health (liveness), /live and /ready", EnvVars: []string{"MUSETALK_HEALTH_ADDR"}},
+		&cli.DurationFlag{Name: "grace", Value: worker.DefaultGrace, Usage: "on SIGTERM, how long the current job may finish before it is released", EnvVars: []string{"MUSETALK_GRACE"}},
+		&cli.StringFlag{Name: "work-dir", Usage: "directory for each attempt's files (default: a folder under the system temp dir)", EnvVars: []string{"MUSETALK_WORK_DIR"}},
+		&cli.StringSliceFlag{Name: "engine", Value: cli.NewStringSlice("preview"), Usage: "engines this worker runs; the first runs jobs that name none (available: preview)", EnvVars: []string{"MUSETALK_ENGINES"}},
+	)
+	return &cli.Command{
+		Name:  "worker",
+		Usage: "run a GPU worker: heartbeat, claim jobs, render, upload to B2",
+		Description: `Configured by the deployed fleet's environment variables (each also a
+flag): ORCHESTRATOR_BASE_URL, INTERNAL_API_KEY, WORKER_TYPE, PROVIDER,
+GPU_CLASS_NAME, B2_KEY_ID, B2_APP_KEY, B2_BUCKET_NAME, POLL_INTERVAL_SEC,
+WORKER_ID. Serves /health (liveness: 200 while the heartbeat loop lives,
+also during long jobs) and /ready on port 8000. SIGTERM or SIGINT drains:
+no new claims, the current job gets --grace to finish, then is released; a
+second signal releases it at once.`,
+		Flags:  flags,
+		Action: runWorker,
+	}
+}
+
+func runWorker(c *cli.Context) error {
+	log, err := logger(c)
+	if err != nil {
+		return err
+	}
+	// Flags stand in for their variables; the rest (provider ids used for
+	// the default WORKER_ID) come from the process environment.
+	byEnv := map[string]string{}
+	for _, v := range seedVars {
+		byEnv[v.env] = v.flag
+	}
+	cfg, err := worker.ConfigFromEnv(func(k string) string {
+		if f, ok := byEnv[k]; ok {
+			return c.String(f)
+		}
+		return os.Getenv(k)
+	})
+	if err != nil {
+		return err
+	}
+	cfg.HealthAddr = c.String("health-addr")
+	cfg.Grace = c.Duration("grace")
+	cfg.WorkDir = c.String("work-dir")
+	cfg.Version = version
+	cfg.Logger = log
+
+	// Two-stage stop: the first signal cancels ctx (drain), the second
+	// releases the job at once.
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	cfg.Blob, err = workerBlob(ctx, c, cfg)
+	if err != nil {
+		return err
+	}
+	for _, name := range c.StringSlice("engine") {
+		e, err := newEngine(name)
+		if err != nil {
+			return err
+		}
+		cfg.Engines = append(cfg.Engines, e)
+	}
+	tr, err := telemetry.TracingFromEnv(ctx, os.Getenv, "musetalk-worker", version)
+	if err != nil {
+		return err
+	}
+	defer tr.Shutdown(context.WithoutCancel(ctx))
+	cfg.TracerProvider = tr.Provider
+
+	w, err := worker.New(cfg)
+	if err != nil {
+		return fmt.Errorf("configuring the worker: %w", err)
+	}
+	go func() {
+		n := 0
+		for s := range sigs {
+			n++
+			if n == 1 {
+				log.Info("signal: draining; send it again to release the job at once", "signal", s.String(), "grace", cfg.Grace)
+				cancel()
+				continue
+			}
+			log.Warn("second signal: releasing the job now", "signal", s.String())
+			w.Stop()
+			return
+		}
+	}()
+	log.Info("worker starting", "worker_id", w.ID(), "worker_type", cfg.WorkerType, "provider", cfg.Provider,
+		"control", cfg.OrchestratorBaseURL, "health", cfg.HealthAddr, "poll_interval", cfg.PollInterval.String())
+	return w.Run(ctx)
+}
+
+// workerBlob picks the worker's object store: B2 when configured (the
+// fleet), else a shared local directory, else the control plane's blob
+// routes (the embedded default with remote workers).
+func workerBlob(ctx context.Context, c *cli.Context, cfg worker.Config) (blob.Store, error) {
+	if b2Configured(c) {
+		s, _, err := openBlob(ctx, c, "")
+		return s, err
+	}
+	if c.String("blob-dir") != "" {
+		s, _, err := openBlob(ctx, c, "")
+		return s, err
+	}
+	s, err := controlblob.New(cfg.OrchestratorBaseURL, cfg.InternalAPIKey.Reveal(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("object store through the control plane: %w", err)
+	}
+	return s, nil
+}
+
+// newEngine builds a worker engine by name.
+func newEngine(name string) (engine.Engine, error) {
+	switch name {
+	case "preview":
+		return preview.New(preview.Options{}), nil
+	default:
+		return nil, fmt.Errorf("--engine %q: unknown engine (available: preview)", name)
+	}
+}
