@@ -39,10 +39,19 @@ func (s *Server) Sweep(ctx context.Context) error {
 	return nil
 }
 
-// RunSweeper calls Sweep at once and then every SweepInterval until ctx is
-// done. Errors are logged and the loop goes on. It is safe to run on every
-// replica.
+// RunSweeper calls Sweep every SweepInterval until ctx is done. Errors are
+// logged and the loop goes on. It is safe to run on every replica.
+//
+// The first pass waits for startGrace: after an outage of the control
+// plane every lease may have run out while the workers kept working and
+// kept retrying their heartbeats; they get one lease's time to reach the
+// restarted process before anything is declared lost.
 func (s *Server) RunSweeper(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(s.startGrace()):
+	}
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
 	for {
@@ -55,4 +64,10 @@ func (s *Server) RunSweeper(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// startGrace is how long a starting sweeper waits before its first pass:
+// the longer of the lease and the offline limit.
+func (s *Server) startGrace() time.Duration {
+	return max(s.cfg.LeaseDuration, s.cfg.OfflineAfter)
 }

@@ -248,11 +248,20 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 }
 
 // start runs the worker until the test ends.
-func (h *harness) start() {
+func (h *harness) start() { h.startWith(nil) }
+
+// startWith runs the worker; with sigs it runs RunWithSignals on them.
+func (h *harness) startWith(sigs chan os.Signal) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.runDone = make(chan error, 1)
-	go func() { h.runDone <- h.w.Run(ctx) }()
+	go func() {
+		if sigs != nil {
+			h.runDone <- h.w.RunWithSignals(ctx, sigs)
+			return
+		}
+		h.runDone <- h.w.Run(ctx)
+	}()
 	h.t.Cleanup(func() {
 		h.w.Stop()
 		cancel()

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -292,6 +294,33 @@ func TestStopReleasesAtOnce(t *testing.T) {
 	eng.waitStarted(t)
 	h.cancel()
 	h.w.Stop() // the second signal
+	if cause := eng.waitCause(t); !errors.Is(cause, errStopped) {
+		t.Errorf("engine context ended with %v, want the stop", cause)
+	}
+	h.waitRun()
+	if v := h.job(id); len(v.Attempts) != 1 || v.Attempts[0].Outcome != protocol.OutcomeReleased {
+		t.Errorf("attempts %+v, want one released", v.Attempts)
+	}
+}
+
+// The two-stage stop of musetalk worker: the first signal drains and the
+// second releases the job at once; Run ends cleanly.
+func TestRunWithSignalsTwoStages(t *testing.T) {
+	t.Parallel()
+	eng := newGateEngine("musetalk")
+	h := newHarness(t, harnessOptions{engines: []engine.Engine{eng}, grace: time.Hour})
+	sigs := make(chan os.Signal, 2)
+	h.startWith(sigs)
+	id := h.submitDummy()
+	eng.waitStarted(t)
+	sigs <- syscall.SIGTERM
+	waitFor(t, "draining after the first signal", func() bool { return h.w.Health().State == StateDraining })
+	select {
+	case cause := <-eng.causes:
+		t.Fatalf("the first signal ended the job (%v); it should get the grace", cause)
+	case <-time.After(50 * time.Millisecond):
+	}
+	sigs <- syscall.SIGTERM
 	if cause := eng.waitCause(t); !errors.Is(cause, errStopped) {
 		t.Errorf("engine context ended with %v, want the stop", cause)
 	}

@@ -86,10 +86,7 @@ func runWorker(c *cli.Context) error {
 	cfg.Version = version
 	cfg.Logger = log
 
-	// Two-stage stop: the first signal cancels ctx (drain), the second
-	// releases the job at once.
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
+	ctx := c.Context
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -116,23 +113,9 @@ func runWorker(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("configuring the worker: %w", err)
 	}
-	go func() {
-		n := 0
-		for s := range sigs {
-			n++
-			if n == 1 {
-				log.Info("signal: draining; send it again to release the job at once", "signal", s.String(), "grace", cfg.Grace)
-				cancel()
-				continue
-			}
-			log.Warn("second signal: releasing the job now", "signal", s.String())
-			w.Stop()
-			return
-		}
-	}()
 	log.Info("worker starting", "worker_id", w.ID(), "worker_type", cfg.WorkerType, "provider", cfg.Provider,
 		"control", cfg.OrchestratorBaseURL, "health", cfg.HealthAddr, "poll_interval", cfg.PollInterval.String())
-	return w.Run(ctx)
+	return w.RunWithSignals(ctx, sigs)
 }
 
 // workerBlob picks the worker's object store: B2 when configured (the

@@ -197,7 +197,9 @@ type JobReleaseParams struct {
 
 // WorkerHeartbeatParams is one heartbeat. The worker's entry is created or
 // updated (LastSeen = Now; status, provider, gpu class, type, version,
-// cached avatars and self-check as reported; FirstSeen kept).
+// cached avatars and self-check as reported; FirstSeen kept). A reported
+// idle status while the entry still holds an attempt is stored as busy (the
+// heartbeat raced the claim); it turns idle once the attempt ends.
 //
 // If JobID is set and the worker holds that running attempt, its lease is
 // extended to Now+LeaseDuration and Progress (if any) is recorded as in

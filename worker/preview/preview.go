@@ -13,10 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"math/big"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -154,7 +156,7 @@ func (e *Engine) Run(ctx context.Context, job *engine.Job, progress engine.Progr
 		return fmt.Errorf("preview: ffmpeg stopped: %w", context.Cause(ctx))
 	}
 	if err != nil {
-		msg := tail(stderr.buf)
+		msg := tail(stderr.buf, job.AvatarPath, job.AudioPath, job.OutputPath)
 		ferr := fmt.Errorf("preview: ffmpeg failed: %w: %s", err, msg)
 		if strings.Contains(msg, "No space left on device") {
 			return engine.Retryable(ferr)
@@ -162,7 +164,7 @@ func (e *Engine) Run(ctx context.Context, job *engine.Job, progress engine.Progr
 		return engine.Permanent(ferr)
 	}
 	if st, err := os.Stat(job.OutputPath); err != nil || st.Size() == 0 {
-		return engine.Permanent(fmt.Errorf("preview: ffmpeg wrote no output: %s", tail(stderr.buf)))
+		return engine.Permanent(fmt.Errorf("preview: ffmpeg wrote no output: %s", tail(stderr.buf, job.AvatarPath, job.AudioPath, job.OutputPath)))
 	}
 	progress(protocol.Progress{Stage: "render", FramesDone: total, FramesTotal: total})
 	return nil
@@ -219,7 +221,11 @@ type probeStream struct {
 
 func (e *Engine) probe(ctx context.Context, path string) (*probeResult, error) {
 	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("cannot open the file: %w", err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is the worker's, not the client's business
+		}
+		return nil, fmt.Errorf("cannot open the file %s: %w", filepath.Base(path), err)
 	}
 	cmd := exec.CommandContext(ctx, e.opts.FFprobe, "-v", "error",
 		"-show_entries", "format=format_name,duration:stream=codec_type,codec_name,avg_frame_rate,r_frame_rate,duration",
@@ -228,7 +234,7 @@ func (e *Engine) probe(ctx context.Context, path string) (*probeResult, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("ffprobe cannot read it: %s", tail(stderr.Bytes()))
+		return nil, fmt.Errorf("ffprobe cannot read it: %s", tail(stderr.Bytes(), path))
 	}
 	var p probeResult
 	if err := json.Unmarshal(out, &p); err != nil {
@@ -311,8 +317,15 @@ func (t *tailWriter) Write(p []byte) (int, error) {
 }
 
 // tail returns the last few lines of a tool's output as one line.
-func tail(b []byte) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+func tail(b []byte, paths ...string) string {
+	text := string(b)
+	// Job errors are shown to clients: name files, not the worker's disk.
+	for _, p := range paths {
+		if p != "" {
+			text = strings.ReplaceAll(text, p, filepath.Base(p))
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(text), "\n")
 	if len(lines) > 3 {
 		lines = lines[len(lines)-3:]
 	}

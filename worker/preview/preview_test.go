@@ -192,6 +192,9 @@ func TestRunBadAudioIsPermanent(t *testing.T) {
 		if !strings.HasPrefix(err.Error(), "audio: ") {
 			t.Errorf("%s audio: error %q does not say the audio is at fault", name, err)
 		}
+		if strings.Contains(err.Error(), dir) {
+			t.Errorf("%s audio: error %q shows the worker's directory to the client", name, err)
+		}
 	}
 }
 

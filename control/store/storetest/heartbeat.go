@@ -49,6 +49,22 @@ func heartbeatTests() map[string]func(t *testing.T, h *harness) {
 			r := h.heartbeat(&store.WorkerHeartbeatParams{ID: "w1", Status: protocol.WorkerBusy, Now: at(3 * time.Minute)})
 			eq(t, "status after heartbeat", r.Worker.Status, protocol.WorkerBusy)
 		},
+		// A heartbeat built before a claim may arrive after it, saying idle
+		// with no job: the worker holds an attempt, so it stays busy until
+		// the attempt ends.
+		"IdleHeartbeatKeepsHolderBusy": func(t *testing.T, h *harness) {
+			h.insert("job-1")
+			h.register("w1", base())
+			j := h.claim("w1", at(time.Second))
+			r := h.heartbeat(&store.WorkerHeartbeatParams{ID: "w1", Status: protocol.WorkerIdle, Now: at(2 * time.Second)})
+			eq(t, "status while holding", r.Worker.Status, protocol.WorkerBusy)
+			eq(t, "still points at", [2]any{r.Worker.JobID, r.Worker.Attempt}, [2]any{"job-1", 1})
+			r = h.heartbeat(&store.WorkerHeartbeatParams{ID: "w1", Status: protocol.WorkerDraining, Now: at(3 * time.Second)})
+			eq(t, "draining is kept", r.Worker.Status, protocol.WorkerDraining)
+			h.complete(j, at(4*time.Second))
+			r = h.heartbeat(&store.WorkerHeartbeatParams{ID: "w1", Status: protocol.WorkerIdle, Now: at(5 * time.Second)})
+			eq(t, "status after the attempt ended", r.Worker.Status, protocol.WorkerIdle)
+		},
 		"ExtendsLease": func(t *testing.T, h *harness) {
 			h.insert("job-1")
 			h.register("w1", base())

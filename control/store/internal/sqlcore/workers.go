@@ -79,7 +79,9 @@ func cancelReason(j *store.Job, p *store.WorkerHeartbeatParams) string {
 }
 
 // WorkerHeartbeat implements store.Store. The job is handled before the
-// worker row so that every transaction locks jobs before workers.
+// worker row so that every transaction locks jobs before workers. A worker
+// that reports idle while the registry says it holds an attempt stays busy:
+// its heartbeat was built before the claim that gave it the attempt.
 func (s *Store) WorkerHeartbeat(ctx context.Context, p *store.WorkerHeartbeatParams) (*store.HeartbeatResult, error) {
 	if err := validateHeartbeat(p); err != nil {
 		return nil, fmt.Errorf("recording heartbeat: %w", err)
@@ -123,7 +125,8 @@ func (s *Store) WorkerHeartbeat(ctx context.Context, p *store.WorkerHeartbeatPar
 	first_seen, last_seen, cached_avatars, self_check)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET worker_type = excluded.worker_type, provider = excluded.provider,
-	gpu_class = excluded.gpu_class, status = excluded.status, version = excluded.version,
+	gpu_class = excluded.gpu_class, version = excluded.version,
+	status = CASE WHEN excluded.status = 'idle' AND workers.job_id <> '' THEN 'busy' ELSE excluded.status END,
 	last_seen = excluded.last_seen, cached_avatars = excluded.cached_avatars,
 	self_check = COALESCE(excluded.self_check, workers.self_check)`,
 			p.ID, string(p.WorkerType), p.Provider, p.GPUClass, string(p.Status), p.Version, now, now, cachedArg, selfCheck); err != nil {
