@@ -1,0 +1,459 @@
+package kerneltest
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/avatargen/musetalk/kernels"
+)
+
+// Tolerances. GEMM-like ops are judged against the sum of |terms| of each
+// element (float32 accumulation over K terms); pointwise ops against the
+// value itself.
+
+// tolSum allows 2e-6 of each element's sum of |terms|.
+func tolSum(mag []float64) tol { return tol{abs: 1e-6, magRel: 2e-6, mag: mag} }
+
+// tolExact allows no error: the op only moves or rounds once.
+func tolExact() tol { return tol{} }
+
+// tolPointwise allows a few float32 ulps of the value.
+func tolPointwise() tol { return tol{abs: 2e-6, rel: 2e-6} }
+
+// tolNorm allows 1e-5 of the normalised value.
+func tolNorm() tol { return tol{abs: 1e-5, rel: 1e-5} }
+
+func cases() []testCase {
+	var cs []testCase
+	cs = append(cs, convCases()...)
+	cs = append(cs, gemmCases()...)
+	cs = append(cs, attentionCases()...)
+	cs = append(cs, normCases()...)
+	cs = append(cs, pointwiseCases()...)
+	cs = append(cs, layoutCases()...)
+	return cs
+}
+
+func convCases() []testCase {
+	type conv struct {
+		n, c, h, w, co, kh, kw int
+		p                      kernels.Conv2DParams
+		bias                   bool
+	}
+	pad := kernels.Conv2DPad
+	asym := kernels.Conv2DParams{PadRight: 1, PadBottom: 1, StrideH: 2, StrideW: 2} // VAE downsampler
+	list := []conv{
+		{1, 1, 1, 1, 1, 1, 1, pad(1, 0), true},
+		{1, 3, 7, 7, 5, 3, 3, pad(1, 1), true},
+		{2, 3, 17, 9, 7, 3, 3, pad(2, 1), true},
+		{1, 8, 16, 16, 13, 3, 3, asym, true},
+		{2, 5, 5, 6, 33, 1, 1, pad(1, 0), true},
+		{1, 4, 9, 11, 65, 1, 1, pad(2, 0), false},
+		{1, 3, 12, 12, 4, 7, 7, pad(2, 3), true},
+		{1, 16, 33, 33, 17, 3, 3, pad(1, 1), true},
+		{3, 20, 8, 8, 40, 3, 3, pad(1, 1), false},
+		{1, 64, 8, 8, 96, 3, 3, pad(1, 1), true},
+		{2, 32, 32, 32, 32, 3, 3, pad(1, 1), true},
+		{1, 300, 4, 4, 20, 3, 3, pad(1, 1), true},
+		{3, 40, 5, 5, 70, 3, 3, pad(1, 1), true},
+		{1, 4, 6, 10, 5, 2, 3, kernels.Conv2DParams{PadTop: 2, PadLeft: 1, StrideH: 3, StrideW: 1}, true},
+		{2, 24, 16, 16, 48, 3, 3, pad(2, 1), true},
+	}
+	var cs []testCase
+	for _, c := range list {
+		name := fmt.Sprintf("n%d_c%d_%dx%d_co%d_k%dx%d_s%d%d_p%d%d%d%d", c.n, c.c, c.h, c.w, c.co, c.kh, c.kw,
+			c.p.StrideH, c.p.StrideW, c.p.PadTop, c.p.PadBottom, c.p.PadLeft, c.p.PadRight)
+		cs = append(cs, testCase{kernels.OpConv2D, name, func(h *harness) {
+			x, xt := h.input(1, c.n, c.c, c.h, c.w)
+			w, wt := h.input(1/math.Sqrt(float64(c.c*c.kh*c.kw)), c.co, c.c, c.kh, c.kw)
+			var bias []float64
+			var bt *kernels.Tensor
+			if c.bias {
+				bias, bt = h.input(0.5, c.co)
+			}
+			want, mag, ho, wo := refConv2D(x, c.n, c.c, c.h, c.w, w, c.co, c.kh, c.kw, bias,
+				max(c.p.StrideH, 1), max(c.p.StrideW, 1), c.p.PadTop, c.p.PadBottom, c.p.PadLeft, c.p.PadRight)
+			tl := tolSum(mag)
+			dst := h.output(c.n, c.co, ho, wo)
+			h.b.Conv2D(dst, xt, wt, bt, c.p)
+			h.check(dst, want, tl)
+			// As a registered weight, twice: the second call may use
+			// panels the backend cached in the first.
+			ww := h.weight(w, c.co, c.c, c.kh, c.kw)
+			for range 2 {
+				dst := h.output(c.n, c.co, ho, wo)
+				h.b.Conv2D(dst, xt, ww, bt, c.p)
+				h.check(dst, want, tl)
+			}
+		}})
+	}
+	type conv1 struct{ n, c, l, co, k, stride, pad int }
+	for _, c := range []conv1{{1, 1, 1, 1, 1, 1, 0}, {2, 5, 17, 7, 3, 1, 1}, {2, 7, 33, 9, 3, 2, 1}, {1, 80, 100, 32, 3, 1, 1}, {1, 32, 100, 32, 3, 2, 1}} {
+		name := fmt.Sprintf("n%d_c%d_l%d_co%d_k%d_s%d_p%d", c.n, c.c, c.l, c.co, c.k, c.stride, c.pad)
+		cs = append(cs, testCase{kernels.OpConv1D, name, func(h *harness) {
+			x, xt := h.input(1, c.n, c.c, c.l)
+			w, wt := h.input(1/math.Sqrt(float64(c.c*c.k)), c.co, c.c, c.k)
+			bias, bt := h.input(0.5, c.co)
+			want, mag, _, lo := refConv2D(x, c.n, c.c, 1, c.l, w, c.co, 1, c.k, bias, 1, c.stride, 0, 0, c.pad, c.pad)
+			tl := tolSum(mag)
+			p := kernels.Conv1DParams{PadLeft: c.pad, PadRight: c.pad, Stride: c.stride}
+			ww := h.weight(w, c.co, c.c, c.k)
+			for _, w := range []*kernels.Tensor{wt, ww, ww} {
+				dst := h.output(c.n, c.co, lo)
+				h.b.Conv1D(dst, xt, w, bt, p)
+				h.check(dst, want, tl)
+			}
+		}})
+	}
+	return cs
+}
+
+func gemmCases() []testCase {
+	var cs []testCase
+	type lin struct {
+		lead    []int
+		k, n    int
+		hasBias bool
+	}
+	for _, c := range []lin{
+		{[]int{1}, 1, 1, true}, {[]int{3}, 7, 5, true}, {[]int{17}, 33, 65, false}, {[]int{65}, 17, 33, true},
+		{[]int{100}, 300, 70, true}, {[]int{2, 50}, 24, 72, true}, {[]int{2, 256}, 96, 96, false},
+		{[]int{7, 3}, 513, 13, true}, {[]int{1000}, 40, 200, true},
+	} {
+		name := fmt.Sprintf("x%v_k%d_n%d_bias%v", c.lead, c.k, c.n, c.hasBias)
+		cs = append(cs, testCase{kernels.OpLinear, name, func(h *harness) {
+			m := 1
+			for _, d := range c.lead {
+				m *= d
+			}
+			x, xt := h.input(1, append(append([]int{}, c.lead...), c.k)...)
+			w, wt := h.input(1/math.Sqrt(float64(c.k)), c.n, c.k)
+			var bias []float64
+			var bt *kernels.Tensor
+			if c.hasBias {
+				bias, bt = h.input(0.5, c.n)
+			}
+			want, mag := refLinear(x, m, c.k, w, c.n, bias)
+			tl := tolSum(mag)
+			dst := h.output(append(append([]int{}, c.lead...), c.n)...)
+			h.b.Linear(dst, xt, wt, bt)
+			h.check(dst, want, tl)
+			ww := h.weight(w, c.n, c.k)
+			for range 2 {
+				dst := h.output(append(append([]int{}, c.lead...), c.n)...)
+				h.b.Linear(dst, xt, ww, bt)
+				h.check(dst, want, tl)
+			}
+		}})
+	}
+	type mm struct {
+		batch           int
+		m, k, n         int
+		ta, tb, sharedB bool
+		alpha           float32
+	}
+	for _, c := range []mm{
+		{1, 1, 1, 1, false, false, false, 0}, {3, 7, 5, 9, false, false, false, 0}, {2, 17, 33, 65, true, false, false, 0.5},
+		{2, 33, 17, 40, false, true, false, 0}, {4, 13, 70, 29, true, true, false, -2}, {3, 20, 30, 12, false, false, true, 0},
+		{1, 300, 200, 250, false, false, false, 0}, {2, 129, 257, 65, false, true, true, 0.125}, {8, 64, 40, 64, false, true, false, 0},
+	} {
+		name := fmt.Sprintf("b%d_m%d_k%d_n%d_t%v%v_shared%v_alpha%g", c.batch, c.m, c.k, c.n, c.ta, c.tb, c.sharedB, c.alpha)
+		cs = append(cs, testCase{kernels.OpMatMul, name, func(h *harness) {
+			ashape := []int{c.batch, c.m, c.k}
+			if c.ta {
+				ashape = []int{c.batch, c.k, c.m}
+			}
+			bshape := []int{c.batch, c.k, c.n}
+			if c.tb {
+				bshape = []int{c.batch, c.n, c.k}
+			}
+			if c.sharedB {
+				bshape = bshape[1:]
+			}
+			a, at := h.input(1, ashape...)
+			b, bt := h.input(1, bshape...)
+			alpha := float64(c.alpha)
+			if alpha == 0 {
+				alpha = 1
+			}
+			var want, mag []float64
+			for i := range c.batch {
+				bi := b
+				if !c.sharedB {
+					bi = b[i*c.k*c.n : (i+1)*c.k*c.n]
+				}
+				w, m := refMatMul(a[i*c.m*c.k:(i+1)*c.m*c.k], bi, c.m, c.n, c.k, c.ta, c.tb, alpha)
+				want, mag = append(want, w...), append(mag, m...)
+			}
+			dst := h.output(c.batch, c.m, c.n)
+			h.b.MatMul(dst, at, bt, kernels.MatMulParams{Alpha: c.alpha, TransA: c.ta, TransB: c.tb})
+			tl := tolSum(mag)
+			h.check(dst, want, tl)
+		}})
+	}
+	return cs
+}
+
+func attentionCases() []testCase {
+	type att struct {
+		n, lq, lk, cq, cv, heads int
+		scale                    float32
+	}
+	var cs []testCase
+	for _, c := range []att{
+		{1, 1, 1, 1, 1, 1, 0}, {2, 7, 5, 6, 6, 2, 0}, {1, 100, 50, 24, 24, 4, 0}, {2, 130, 130, 16, 8, 2, 0},
+		{1, 256, 256, 64, 64, 8, 0}, {1, 64, 50, 320, 320, 8, 0}, {2, 33, 17, 12, 12, 3, 0.3}, {1, 200, 200, 32, 32, 1, 0},
+	} {
+		name := fmt.Sprintf("n%d_lq%d_lk%d_cq%d_cv%d_h%d_s%g", c.n, c.lq, c.lk, c.cq, c.cv, c.heads, c.scale)
+		cs = append(cs, testCase{kernels.OpAttention, name, func(h *harness) {
+			q, qt := h.input(1, c.n, c.lq, c.cq)
+			k, kt := h.input(1, c.n, c.lk, c.cq)
+			v, vt := h.input(1, c.n, c.lk, c.cv)
+			p := kernels.AttentionParams{Heads: c.heads, Scale: c.scale}
+			want, mag := refAttention(q, k, v, c.n, c.lq, c.lk, c.cq, c.cv, c.heads, float64(p.HeadScale(c.cq)))
+			dst := h.output(c.n, c.lq, c.cv)
+			h.b.Attention(dst, qt, kt, vt, p)
+			h.check(dst, want, tol{abs: 2e-6, magRel: 1e-5, mag: mag})
+		}})
+	}
+	return cs
+}
+
+func normCases() []testCase {
+	var cs []testCase
+	type gn struct {
+		shape        []int
+		groups       int
+		eps          float32
+		affine, silu bool
+	}
+	for _, c := range []gn{
+		{[]int{1, 1, 1}, 1, 1e-5, true, false}, {[]int{2, 12, 5, 7}, 4, 1e-5, true, true}, {[]int{2, 12, 5, 7}, 3, 1e-6, false, false},
+		{[]int{1, 64, 33}, 32, 1e-6, true, true}, {[]int{3, 8, 16, 16}, 8, 1e-5, true, false}, {[]int{1, 320, 16, 16}, 32, 1e-5, true, true},
+		{[]int{2, 6, 3}, 2, 1e-6, false, true},
+	} {
+		name := fmt.Sprintf("%v_g%d_eps%g_affine%v_silu%v", c.shape, c.groups, c.eps, c.affine, c.silu)
+		for _, inPlace := range []bool{false, true} {
+			cs = append(cs, testCase{kernels.OpGroupNorm, name + map[bool]string{true: "_inplace"}[inPlace], func(h *harness) {
+				x, xt := h.input(2, c.shape...)
+				for i := range x { // a non-zero mean per element tests the variance pass
+					x[i] += 3
+				}
+				xt = h.upload(x, c.shape...)
+				var w, b []float64
+				var wt, bt *kernels.Tensor
+				if c.affine {
+					w, wt = h.input(1, c.shape[1])
+					b, bt = h.input(1, c.shape[1])
+				}
+				plane := len(x) / (c.shape[0] * c.shape[1])
+				want := refGroupNorm(x, c.shape[0], c.shape[1], plane, c.groups, float64(c.eps), w, b)
+				if c.silu {
+					for i, v := range want {
+						want[i] = v * refSigmoid(v)
+					}
+				}
+				dst := h.output(c.shape...)
+				src := xt
+				if inPlace {
+					h.b.Copy(dst, xt)
+					src = dst
+				}
+				h.b.GroupNorm(dst, src, wt, bt, kernels.GroupNormParams{Eps: c.eps, Groups: c.groups, SiLU: c.silu})
+				h.check(dst, want, tolNorm())
+			}})
+		}
+	}
+	type ln struct {
+		shape  []int
+		affine bool
+	}
+	for _, c := range []ln{{[]int{1, 1}, true}, {[]int{3, 7, 33}, true}, {[]int{5, 17}, false}, {[]int{2, 1024, 320}, true}} {
+		name := fmt.Sprintf("%v_affine%v", c.shape, c.affine)
+		cs = append(cs, testCase{kernels.OpLayerNorm, name, func(h *harness) {
+			x, xt := h.input(3, c.shape...)
+			d := c.shape[len(c.shape)-1]
+			var w, b []float64
+			var wt, bt *kernels.Tensor
+			if c.affine {
+				w, wt = h.input(1, d)
+				b, bt = h.input(1, d)
+			}
+			want := refLayerNorm(x, d, 1e-5, w, b)
+			dst := h.output(c.shape...)
+			h.b.LayerNorm(dst, xt, wt, bt, kernels.LayerNormParams{Eps: 1e-5})
+			h.check(dst, want, tolNorm())
+		}})
+	}
+	return cs
+}
+
+func pointwiseCases() []testCase {
+	var cs []testCase
+	type un struct {
+		op  kernels.Op
+		ref func(float64) float64
+		run func(b kernels.Backend, dst, x *kernels.Tensor)
+	}
+	unary := []un{
+		{kernels.OpGELU, refGELU, func(b kernels.Backend, d, x *kernels.Tensor) { b.GELU(d, x) }},
+		{kernels.OpSiLU, func(x float64) float64 { return x * refSigmoid(x) }, func(b kernels.Backend, d, x *kernels.Tensor) { b.SiLU(d, x) }},
+		{kernels.OpSigmoid, refSigmoid, func(b kernels.Backend, d, x *kernels.Tensor) { b.Sigmoid(d, x) }},
+		{kernels.OpReLU, func(x float64) float64 { return math.Max(x, 0) }, func(b kernels.Backend, d, x *kernels.Tensor) { b.ReLU(d, x) }},
+		{kernels.OpScale, func(x float64) float64 { return x * float64(float32(-0.7)) }, func(b kernels.Backend, d, x *kernels.Tensor) { b.Scale(d, x, -0.7) }},
+	}
+	for _, u := range unary {
+		for _, shape := range [][]int{{1}, {17}, {3, 100003}} {
+			cs = append(cs, testCase{u.op, fmt.Sprint(shape), func(h *harness) {
+				x, _ := h.input(3, shape...)
+				// Extremes: saturation, overflow of exp, tiny values.
+				for i, v := range []float64{0, -0, 1e-8, -1e-8, 20, -20, 90, -90, 200, -200, 5.5, -5.5} {
+					if i < len(x) {
+						x[len(x)-1-i] = v
+					}
+				}
+				xt := h.upload(x, shape...)
+				want := make([]float64, len(x))
+				for i, v := range x {
+					want[i] = u.ref(v)
+				}
+				dst := h.output(shape...)
+				u.run(h.b, dst, xt)
+				h.check(dst, want, tolPointwise())
+				u.run(h.b, xt, xt) // in place
+				inPlace := h.output(shape...)
+				h.b.Copy(inPlace, xt)
+				h.check(inPlace, want, tolPointwise())
+			}})
+		}
+	}
+	for _, shape := range [][]int{{1, 2}, {2, 5, 66}, {1, 256, 2560}} {
+		cs = append(cs, testCase{kernels.OpGEGLU, fmt.Sprint(shape), func(h *harness) {
+			x, xt := h.input(2, shape...)
+			d2 := shape[len(shape)-1]
+			d := d2 / 2
+			var want []float64
+			for r := 0; r < len(x); r += d2 {
+				for i := range d {
+					want = append(want, x[r+i]*refGELU(x[r+d+i]))
+				}
+			}
+			out := append([]int{}, shape...)
+			out[len(out)-1] = d
+			dst := h.output(out...)
+			h.b.GEGLU(dst, xt)
+			h.check(dst, want, tolPointwise())
+		}})
+	}
+	for _, shape := range [][]int{{1, 1}, {3, 7, 129}, {2, 50}, {4, 1024}} {
+		cs = append(cs, testCase{kernels.OpSoftmax, fmt.Sprint(shape), func(h *harness) {
+			x, _ := h.input(4, shape...)
+			x[0] = 80 // large values must not overflow
+			xt := h.upload(x, shape...)
+			want := refSoftmax(x, shape[len(shape)-1])
+			dst := h.output(shape...)
+			h.b.Softmax(dst, xt)
+			h.check(dst, want, tol{abs: 1e-7, rel: 2e-6})
+		}})
+	}
+	type bin struct{ a, b []int }
+	for _, s := range []bin{
+		{[]int{1}, []int{1}}, {[]int{2, 3, 4, 5}, []int{2, 3, 4, 5}}, {[]int{2, 3, 4, 5}, []int{2, 3, 1, 1}},
+		{[]int{2, 3, 4, 5}, []int{3, 1, 1}}, {[]int{2, 50, 24}, []int{1, 50, 24}}, {[]int{2, 50, 24}, []int{24}},
+		{[]int{2, 3, 4, 5}, []int{1}}, {[]int{2, 3, 4, 5}, []int{2, 1, 4, 1}}, {[]int{1, 300000}, []int{1, 300000}},
+		{[]int{4, 70000}, []int{4, 1}},
+	} {
+		for _, op := range []kernels.Op{kernels.OpAdd, kernels.OpMul} {
+			cs = append(cs, testCase{op, fmt.Sprintf("%v_%v", s.a, s.b), func(h *harness) {
+				a, at := h.input(1, s.a...)
+				b, bt := h.input(1, s.b...)
+				f, run := func(x, y float64) float64 { return x + y }, h.b.Add
+				if op == kernels.OpMul {
+					f, run = func(x, y float64) float64 { return x * y }, h.b.Mul
+				}
+				want := refBroadcast(a, s.a, b, s.b, func(x, y float64) float64 { return float64(float32(f(x, y))) })
+				dst := h.output(s.a...)
+				run(dst, at, bt)
+				h.check(dst, want, tolExact())
+				run(at, at, bt) // in place
+				inPlace := h.output(s.a...)
+				h.b.Copy(inPlace, at)
+				h.check(inPlace, want, tolExact())
+			}})
+		}
+	}
+	return cs
+}
+
+func layoutCases() []testCase {
+	var cs []testCase
+	type perm struct{ shape, perm []int }
+	for _, c := range []perm{
+		{[]int{5}, []int{0}}, {[]int{2, 3, 4, 5}, []int{0, 2, 3, 1}}, {[]int{2, 3, 4, 5}, []int{0, 3, 1, 2}},
+		{[]int{2, 3, 4, 5}, []int{3, 2, 1, 0}}, {[]int{2, 3, 4, 5}, []int{0, 1, 3, 2}}, {[]int{2, 3, 4, 5}, []int{0, 1, 2, 3}},
+		{[]int{2, 64, 40}, []int{0, 2, 1}}, {[]int{1, 320, 33, 31}, []int{0, 2, 3, 1}}, {[]int{2, 1, 7, 1, 9}, []int{4, 1, 0, 3, 2}},
+		{[]int{70, 45}, []int{1, 0}}, {[]int{2, 50, 8, 40}, []int{0, 2, 1, 3}},
+	} {
+		cs = append(cs, testCase{kernels.OpPermute, fmt.Sprintf("%v_%v", c.shape, c.perm), func(h *harness) {
+			x, xt := h.input(1, c.shape...)
+			want := refPermute(x, c.shape, c.perm)
+			out := make([]int, len(c.perm))
+			for i, p := range c.perm {
+				out[i] = c.shape[p]
+			}
+			dst := h.output(out...)
+			h.b.Permute(dst, xt, c.perm...)
+			h.check(dst, want, tolExact())
+		}})
+	}
+	type cat struct {
+		shapes [][]int
+		axis   int
+	}
+	for _, c := range []cat{
+		{[][]int{{2, 3, 4, 5}, {2, 5, 4, 5}}, 1}, {[][]int{{1, 2}, {3, 2}, {1, 2}}, 0}, {[][]int{{2, 3, 4}, {2, 3, 1}}, -1},
+		{[][]int{{2, 320, 8, 8}, {2, 640, 8, 8}}, 1},
+	} {
+		cs = append(cs, testCase{kernels.OpConcat, fmt.Sprintf("%v_axis%d", c.shapes, c.axis), func(h *harness) {
+			var srcs [][]float64
+			var ts []*kernels.Tensor
+			for _, s := range c.shapes {
+				v, t := h.input(1, s...)
+				srcs, ts = append(srcs, v), append(ts, t)
+			}
+			axis := c.axis
+			if axis < 0 {
+				axis += len(c.shapes[0])
+			}
+			out := append([]int{}, c.shapes[0]...)
+			for _, s := range c.shapes[1:] {
+				out[axis] += s[axis]
+			}
+			dst := h.output(out...)
+			h.b.Concat(dst, c.axis, ts...)
+			h.check(dst, refConcat(srcs, c.shapes, axis), tolExact())
+		}})
+	}
+	type up struct{ in, out []int }
+	for _, c := range []up{
+		{[]int{1, 1, 1, 1}, []int{1, 1, 2, 2}}, {[]int{2, 3, 5, 7}, []int{2, 3, 10, 14}}, {[]int{1, 2, 8, 8}, []int{1, 2, 15, 15}},
+		{[]int{1, 4, 32, 32}, []int{1, 4, 64, 64}}, {[]int{1, 2, 6, 6}, []int{1, 2, 4, 9}},
+	} {
+		cs = append(cs, testCase{kernels.OpUpsampleNearest, fmt.Sprintf("%v_to_%v", c.in, c.out), func(h *harness) {
+			x, xt := h.input(1, c.in...)
+			want := refUpsample(x, c.in[0]*c.in[1], c.in[2], c.in[3], c.out[2], c.out[3])
+			dst := h.output(c.out...)
+			h.b.UpsampleNearest(dst, xt)
+			h.check(dst, want, tolExact())
+		}})
+	}
+	for _, shape := range [][]int{{1}, {3, 70001}} {
+		cs = append(cs, testCase{kernels.OpCopy, fmt.Sprint(shape), func(h *harness) {
+			x, xt := h.input(1, shape...)
+			dst := h.output(shape...)
+			h.b.Copy(dst, xt)
+			h.check(dst, x, tolExact())
+		}})
+	}
+	return cs
+}

@@ -1,0 +1,156 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// Op names one entry of the op table ([Ops]); [Backend.Supports] takes it.
+type Op uint8
+
+// The ops, one per [Ops] method.
+const (
+	OpAdd Op = iota
+	OpAttention
+	OpConcat
+	OpConv1D
+	OpConv2D
+	OpCopy
+	OpGEGLU
+	OpGELU
+	OpGroupNorm
+	OpLayerNorm
+	OpLinear
+	OpMatMul
+	OpMul
+	OpPermute
+	OpReLU
+	OpScale
+	OpSigmoid
+	OpSiLU
+	OpSoftmax
+	OpUpsampleNearest
+	opCount
+)
+
+// opNames has one entry per Op; a test fails if any is empty.
+var opNames = [opCount]string{
+	OpAdd:             "add",
+	OpAttention:       "attention",
+	OpConcat:          "concat",
+	OpConv1D:          "conv1d",
+	OpConv2D:          "conv2d",
+	OpCopy:            "copy",
+	OpGEGLU:           "geglu",
+	OpGELU:            "gelu",
+	OpGroupNorm:       "group_norm",
+	OpLayerNorm:       "layer_norm",
+	OpLinear:          "linear",
+	OpMatMul:          "matmul",
+	OpMul:             "mul",
+	OpPermute:         "permute",
+	OpReLU:            "relu",
+	OpScale:           "scale",
+	OpSigmoid:         "sigmoid",
+	OpSiLU:            "silu",
+	OpSoftmax:         "softmax",
+	OpUpsampleNearest: "upsample_nearest",
+}
+
+// AllOps returns every op in the table, in order.
+func AllOps() []Op {
+	ops := make([]Op, opCount)
+	for i := range ops {
+		ops[i] = Op(i)
+	}
+	return ops
+}
+
+// String returns the op's snake_case name.
+func (o Op) String() string {
+	if o < opCount {
+		return opNames[o]
+	}
+	return fmt.Sprintf("Op(%d)", uint8(o))
+}
+
+// AttentionParams configures [Ops.Attention].
+type AttentionParams struct {
+	// Heads is the number of heads; it must divide the q and v channels.
+	Heads int
+	// Scale multiplies q·kᵀ; 0 means 1/sqrt(head dimension).
+	Scale float32
+}
+
+// HeadScale returns the effective scale for q channels cq.
+func (p AttentionParams) HeadScale(cq int) float32 {
+	if p.Scale != 0 {
+		return p.Scale
+	}
+	return float32(1 / math.Sqrt(float64(cq/p.Heads)))
+}
+
+// Conv1DParams configures [Ops.Conv1D]. A zero Stride means 1.
+type Conv1DParams struct {
+	PadLeft, PadRight int
+	Stride            int
+}
+
+// OutLen returns the output length for input length l and kernel size k.
+func (p Conv1DParams) OutLen(l, k int) int {
+	return (l+p.PadLeft+p.PadRight-k)/max(p.Stride, 1) + 1
+}
+
+// Conv2D returns the equivalent 2-D parameters (a 1×K kernel on a 1×L
+// image).
+func (p Conv1DParams) Conv2D() Conv2DParams {
+	return Conv2DParams{PadLeft: p.PadLeft, PadRight: p.PadRight, StrideH: 1, StrideW: p.Stride}
+}
+
+// Conv2DParams configures [Ops.Conv2D]: strides and per-side zero padding
+// (asymmetric padding such as the VAE downsampler's (0,1,0,1) is allowed).
+// A zero stride means 1.
+type Conv2DParams struct {
+	PadBottom, PadLeft, PadRight, PadTop int
+	StrideH, StrideW                     int
+}
+
+// Conv2DPad returns parameters with the same stride and padding on every
+// side, the common PyTorch Conv2d(stride=s, padding=pad).
+func Conv2DPad(stride, pad int) Conv2DParams {
+	return Conv2DParams{PadBottom: pad, PadLeft: pad, PadRight: pad, PadTop: pad, StrideH: stride, StrideW: stride}
+}
+
+// OutSize returns the output height and width for an h×w input and a kh×kw
+// kernel.
+func (p Conv2DParams) OutSize(h, w, kh, kw int) (int, int) {
+	return (h+p.PadTop+p.PadBottom-kh)/max(p.StrideH, 1) + 1,
+		(w+p.PadLeft+p.PadRight-kw)/max(p.StrideW, 1) + 1
+}
+
+// OutShape returns dst's shape for input x [N,C,H,W] and weight w
+// [Cout,C,KH,KW].
+func (p Conv2DParams) OutShape(x, w *Tensor) []int {
+	ho, wo := p.OutSize(x.Dim(2), x.Dim(3), w.Dim(2), w.Dim(3))
+	return []int{x.Dim(0), w.Dim(0), ho, wo}
+}
+
+// GroupNormParams configures [Ops.GroupNorm].
+type GroupNormParams struct {
+	Eps    float32
+	Groups int
+	// SiLU applies SiLU to the result: GroupNorm followed by SiLU (as in
+	// every ResNet block) in one pass over memory.
+	SiLU bool
+}
+
+// LayerNormParams configures [Ops.LayerNorm].
+type LayerNormParams struct {
+	Eps float32
+}
+
+// MatMulParams configures [Ops.MatMul]. A zero Alpha means 1.
+type MatMulParams struct {
+	Alpha          float32
+	TransA, TransB bool
+}
