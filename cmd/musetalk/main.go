@@ -36,6 +36,8 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			controlCommand(),
 			workerCommand(),
+			weightsCommand(),
+			benchCommand(),
 			devCommand(),
 		},
 		EnableBashCompletion: true,

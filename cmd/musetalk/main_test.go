@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -58,5 +60,32 @@ func TestWorkerNamesBadVariable(t *testing.T) {
 func TestUnknownEngine(t *testing.T) {
 	if _, err := newEngine("sora"); err == nil || !strings.Contains(err.Error(), "sora") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestWeightsConvert(t *testing.T) {
+	dir := os.Getenv("MUSETALK_GOLDEN_DIR")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "..", "shared", "golden")
+	}
+	src := filepath.Join(dir, "b_autoencoder_kl.safetensors")
+	if _, err := os.Stat(src); err != nil {
+		t.Skipf("no %s: %v", src, err)
+	}
+	dst := filepath.Join(t.TempDir(), "vae.safetensors")
+	// The golden VAE is tiny: the full-size check names what does not fit
+	// and writes nothing.
+	if _, err := run(t, "weights", "convert", src, dst); err == nil || !strings.Contains(err.Error(), `"encoder.conv_in.weight" is [16 3 3 3], want [128 3 3 3]`) {
+		t.Fatalf("want a misshapen-tensor error, got %v", err)
+	}
+	if _, err := os.Stat(dst); err == nil {
+		t.Fatal("a failed conversion left its output")
+	}
+	out, err := run(t, "weights", "convert", "--no-check", "--drop-unexpected", "--fp16", src, dst)
+	if err != nil || !strings.Contains(out, "vae tensors") {
+		t.Fatalf("convert: %v\n%s", err, out)
+	}
+	if _, err := run(t, "weights", "convert", src); err == nil || !strings.Contains(err.Error(), "SRC and DST") {
+		t.Fatalf("one argument: %v", err)
 	}
 }

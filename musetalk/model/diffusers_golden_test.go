@@ -1,0 +1,523 @@
+package model_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/avatargen/musetalk/kernels"
+	"github.com/avatargen/musetalk/kernels/cpu"
+	"github.com/avatargen/musetalk/musetalk/model"
+	"github.com/avatargen/musetalk/musetalk/model/weights"
+)
+
+// Golden tests of the UNet (case a) and the VAE (case b) against
+// ../shared/golden (or $MUSETALK_GOLDEN_DIR). Everything (config, sizes,
+// batch, outputs) is read from the files. Helpers carry a dm ("diffusers
+// model") prefix to stay clear of the other golden tests of this package.
+
+// dmGolden is one golden case: its JSON and its safetensors file.
+type dmGolden struct {
+	name string
+	meta map[string]json.RawMessage
+	r    *weights.Safetensors
+	atol map[string]float64
+}
+
+// dmGoldenDir returns $MUSETALK_GOLDEN_DIR or <module root>/../shared/golden.
+func dmGoldenDir(t *testing.T) string {
+	if d := os.Getenv("MUSETALK_GOLDEN_DIR"); d != "" {
+		return d
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, "..", "shared", "golden")
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// dmLoadGolden opens <dir>/<name>.json and .safetensors, skipping the test
+// when either is missing.
+func dmLoadGolden(t *testing.T, name string) *dmGolden {
+	t.Helper()
+	dir := dmGoldenDir(t)
+	jsPath, stPath := filepath.Join(dir, name+".json"), filepath.Join(dir, name+".safetensors")
+	for _, p := range []string{jsPath, stPath} {
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			t.Skipf("golden file %s missing", p)
+		}
+	}
+	js, err := os.ReadFile(jsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &dmGolden{name: name, atol: map[string]float64{}}
+	if err := json.Unmarshal(dmSanitizeJSON(js), &g.meta); err != nil {
+		t.Fatalf("%s: %v", jsPath, err)
+	}
+	var tol map[string]struct {
+		Atol float64 `json:"atol"`
+	}
+	if raw, ok := g.meta["suggested_tolerance"]; ok {
+		if err := json.Unmarshal(raw, &tol); err != nil {
+			t.Fatalf("%s: suggested_tolerance: %v", jsPath, err)
+		}
+	}
+	for k, v := range tol {
+		g.atol[k] = v.Atol
+	}
+	g.r, err = weights.OpenSafetensors(stPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.r.Close() })
+	return g
+}
+
+// dmSanitizeJSON replaces the bare NaN / Infinity tokens Python's json
+// module writes (outside strings) with null, which encoding/json accepts.
+func dmSanitizeJSON(b []byte) []byte {
+	var out bytes.Buffer
+	inStr, esc := false, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inStr {
+			out.WriteByte(c)
+			switch {
+			case esc:
+				esc = false
+			case c == '\\':
+				esc = true
+			case c == '"':
+				inStr = false
+			}
+			continue
+		}
+		if c == '"' {
+			inStr = true
+		}
+		replaced := false
+		for _, tok := range []string{"-Infinity", "Infinity", "NaN"} {
+			if bytes.HasPrefix(b[i:], []byte(tok)) {
+				out.WriteString("null")
+				i += len(tok) - 1
+				replaced = true
+				break
+			}
+		}
+		if !replaced {
+			out.WriteByte(c)
+		}
+	}
+	return out.Bytes()
+}
+
+// Tensor makes the golden file a model.Tensors source.
+func (g *dmGolden) Tensor(name string) ([]float32, []int, error) {
+	x, err := g.r.ReadFloat32(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return x.Data, x.Shape, nil
+}
+
+// config returns the JSON's config_full (or config_passed).
+func (g *dmGolden) config(t *testing.T) []byte {
+	t.Helper()
+	for _, k := range []string{"config_full", "config_passed"} {
+		if raw, ok := g.meta[k]; ok {
+			return raw
+		}
+	}
+	t.Fatalf("%s: no config_full or config_passed", g.name)
+	return nil
+}
+
+// upload reads a tensor onto the backend.
+func (g *dmGolden) upload(t *testing.T, be kernels.Backend, name string) *kernels.Tensor {
+	t.Helper()
+	data, shape, err := g.Tensor(name)
+	if err != nil {
+		t.Fatalf("%s: %v", g.name, err)
+	}
+	return kernels.Upload(be, data, shape...)
+}
+
+// names returns the file's tensor names with the given prefix, sorted.
+func (g *dmGolden) names(prefix string) []string {
+	var out []string
+	for _, ti := range g.r.Tensors() {
+		if strings.HasPrefix(ti.Name, prefix) {
+			out = append(out, ti.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// weightNames returns the names of the model's weights in the file (those
+// without a role prefix).
+func (g *dmGolden) weightNames() []string {
+	var out []string
+	for _, ti := range g.r.Tensors() {
+		if i := strings.IndexByte(ti.Name, '.'); i > 0 {
+			switch ti.Name[:i] {
+			case "input", "output", "output_f64", "output_np", "intermediate", "ref", "ref_f64":
+				continue
+			}
+		}
+		out = append(out, ti.Name)
+	}
+	return out
+}
+
+// compare checks got against the reference tensor name within its
+// suggested atol: max|got − ref| ≤ atol.
+func (g *dmGolden) compare(t *testing.T, name string, got []float32, shape []int) {
+	t.Helper()
+	atol, ok := g.atol[name]
+	if !ok {
+		t.Errorf("%s: no suggested_tolerance for %s", g.name, name)
+		return
+	}
+	ref, refShape, err := g.Tensor(name)
+	if err != nil {
+		t.Errorf("%s: %v", g.name, err)
+		return
+	}
+	if !slices.Equal(shape, refShape) {
+		t.Errorf("%s: shape %v, want %v", name, shape, refShape)
+		return
+	}
+	maxErr, at, refMax := 0.0, 0, 0.0
+	for i, r := range ref {
+		d := math.Abs(float64(got[i]) - float64(r))
+		if math.IsNaN(d) {
+			d = math.Inf(1)
+		}
+		if d > maxErr {
+			maxErr, at = d, i
+		}
+		refMax = max(refMax, math.Abs(float64(r)))
+	}
+	if maxErr > atol {
+		t.Errorf("%-40s max|go−ref| = %.3g > atol %.3g (at %d: go %v, ref %v; max|ref| %.3g)",
+			name, maxErr, atol, at, got[at], ref[at], refMax)
+		return
+	}
+	t.Logf("%-40s max|go−ref| = %.3g ≤ atol %.3g (%.2f of it)", name, maxErr, atol, maxErr/atol)
+}
+
+func dmBackend(t testing.TB) kernels.Backend {
+	t.Helper()
+	be, err := cpu.New(cpu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	return be
+}
+
+func dmDownload(t testing.TB, be kernels.Backend, x *kernels.Tensor) []float32 {
+	t.Helper()
+	out := make([]float32, x.Len())
+	if err := be.Download(out, x); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// dmTracer collects traced activations on the host.
+type dmTracer struct {
+	be   kernels.Backend
+	t    testing.TB
+	seen map[string][]float32
+	dims map[string][]int
+}
+
+func newDMTracer(t testing.TB, be kernels.Backend) *dmTracer {
+	return &dmTracer{be: be, t: t, seen: map[string][]float32{}, dims: map[string][]int{}}
+}
+
+func (d *dmTracer) trace(name string, x *kernels.Tensor) {
+	d.seen["intermediate."+name] = dmDownload(d.t, d.be, x)
+	d.dims["intermediate."+name] = x.Shape()
+}
+
+// compareIntermediates checks every intermediate.* of the file the trace
+// produced; names listed in skip are the file's but not this pass's.
+func (d *dmTracer) compareIntermediates(t *testing.T, g *dmGolden, keep func(string) bool) {
+	t.Helper()
+	for _, name := range g.names("intermediate.") {
+		if !keep(name) {
+			continue
+		}
+		got, ok := d.seen[name]
+		if !ok {
+			t.Errorf("%s: the forward pass did not produce %s", g.name, name)
+			continue
+		}
+		g.compare(t, name, got, d.dims[name])
+	}
+}
+
+// checkWeightsCovered fails if the spec and the file's weights differ: a
+// weight the file holds but the model does not read is a structural bug as
+// much as a missing one.
+func dmCheckWeightsCovered(t *testing.T, g *dmGolden, spec []model.TensorSpec) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, s := range spec {
+		want[s.Name] = true
+	}
+	have := g.weightNames()
+	for _, n := range have {
+		if !want[n] {
+			t.Errorf("%s: weight %s in the file is not part of the model spec", g.name, n)
+		}
+	}
+	if len(have) != len(spec) {
+		t.Errorf("%s: file has %d weights, spec %d", g.name, len(have), len(spec))
+	}
+	if raw, ok := g.meta["num_weight_tensors"]; ok {
+		var n int
+		if json.Unmarshal(raw, &n) == nil && n != len(spec) {
+			t.Errorf("%s: num_weight_tensors %d, spec %d", g.name, n, len(spec))
+		}
+	}
+	if raw, ok := g.meta["num_weight_params"]; ok {
+		var n int64
+		if json.Unmarshal(raw, &n) == nil && n != model.SpecParams(spec) {
+			t.Errorf("%s: num_weight_params %d, spec %d", g.name, n, model.SpecParams(spec))
+		}
+	}
+}
+
+func TestGoldenUNet(t *testing.T) {
+	t.Parallel()
+	g := dmLoadGolden(t, "a_unet2d_condition")
+	cfg, err := weights.ParseUNetConfig(g.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := model.UNetSpec(*cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dmCheckWeightsCovered(t, g, spec)
+
+	be := dmBackend(t)
+	u, err := model.NewUNet(be, *cfg, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	sample := g.upload(t, be, "input.sample")
+	cond := g.upload(t, be, "input.encoder_hidden_states")
+
+	outs := g.names("output.")
+	if len(outs) == 0 {
+		t.Fatal("no output.* tensors")
+	}
+	for _, name := range outs {
+		// output.sample is the call with input.timestep; the other outputs
+		// (output.sample_t500) use input.timestep_alt.
+		tsName := "input.timestep"
+		if name != "output.sample" {
+			tsName = "input.timestep_alt"
+		}
+		ts, _, err := g.Tensor(tsName)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		var tr *dmTracer
+		var trace func(string, *kernels.Tensor)
+		if name == "output.sample" {
+			tr = newDMTracer(t, be)
+			trace = tr.trace
+		}
+		out, err := model.UNetForwardTrace(u, sample, ts, cond, trace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.compare(t, name, dmDownload(t, be, out), out.Shape())
+		be.Free(out)
+		if tr != nil {
+			tr.compareIntermediates(t, g, func(string) bool { return true })
+		}
+
+		// The untraced path (fused GroupNorm+SiLU at the end) must agree.
+		if name == "output.sample" {
+			out2, err := u.Forward(sample, ts, cond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.compare(t, name, dmDownload(t, be, out2), out2.Shape())
+			be.Free(out2)
+		}
+	}
+}
+
+func TestGoldenVAE(t *testing.T) {
+	t.Parallel()
+	g := dmLoadGolden(t, "b_autoencoder_kl")
+	cfg, err := weights.ParseVAEConfig(g.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := model.VAESpec(*cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dmCheckWeightsCovered(t, g, spec)
+
+	be := dmBackend(t)
+	v, err := model.NewVAE(be, *cfg, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+
+	tr := newDMTracer(t, be)
+	image := g.upload(t, be, "input.image")
+	moments, err := model.VAEEncodeMomentsTrace(v, image, tr.trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dist, err := model.NewLatentDist(dmDownload(t, be, moments), moments.Shape())
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.Free(moments)
+	mean, err := v.Encode(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meanDev := dmDownload(t, be, mean)
+	be.Free(mean)
+
+	var decoded []float32
+	var decShape []int
+	if slices.Contains(g.names("input."), "input.latents") {
+		z := g.upload(t, be, "input.latents")
+		out, err := model.VAEDecodeTrace(v, z, tr.trace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		decoded, decShape = dmDownload(t, be, out), out.Shape()
+		be.Free(out)
+	}
+	tr.compareIntermediates(t, g, func(string) bool { return true })
+
+	outs := g.names("output.")
+	if len(outs) == 0 {
+		t.Fatal("no output.* tensors")
+	}
+	sample := func() []float32 {
+		noise, _, err := g.Tensor("input.sample_noise")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := dist.Sample(noise)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, name := range outs {
+		switch strings.TrimPrefix(name, "output.") {
+		case "latent_mean":
+			g.compare(t, name, dist.Mean, dist.Shape)
+			g.compare(t, name, meanDev, dist.Shape) // VAE.Encode
+		case "latent_logvar":
+			g.compare(t, name, dist.LogVar, dist.Shape)
+		case "latent_std":
+			g.compare(t, name, dist.Std(), dist.Shape)
+		case "latent_sample":
+			g.compare(t, name, sample(), dist.Shape)
+		case "latents_scaled":
+			s := sample()
+			for i := range s {
+				s[i] *= v.ScalingFactor()
+			}
+			g.compare(t, name, s, dist.Shape)
+		case "decoded":
+			if decoded == nil {
+				t.Errorf("%s: no input.latents to decode", name)
+				continue
+			}
+			g.compare(t, name, decoded, decShape)
+		default:
+			t.Errorf("%s: unknown output", name)
+		}
+	}
+}
+
+// TestGoldenFullSizeConfigs parses the reference_full_size_config of both
+// golden JSONs and checks the parameter counts of the real networks (from
+// the config alone: nothing is allocated).
+func TestGoldenFullSizeConfigs(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		file   string
+		params int64
+		count  int
+		spec   func(raw []byte) ([]model.TensorSpec, error)
+	}{
+		{"a_unet2d_condition", 849_947_844, 686, func(raw []byte) ([]model.TensorSpec, error) {
+			cfg, err := weights.ParseUNetConfig(raw)
+			if err != nil {
+				return nil, err
+			}
+			return model.UNetSpec(*cfg)
+		}},
+		{"b_autoencoder_kl", 83_653_863, 248, func(raw []byte) ([]model.TensorSpec, error) {
+			cfg, err := weights.ParseVAEConfig(raw)
+			if err != nil {
+				return nil, err
+			}
+			return model.VAESpec(*cfg)
+		}},
+	} {
+		t.Run(c.file, func(t *testing.T) {
+			g := dmLoadGolden(t, c.file)
+			raw, ok := g.meta["reference_full_size_config"]
+			if !ok {
+				t.Skip("no reference_full_size_config")
+			}
+			spec, err := c.spec(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := model.SpecParams(spec); got != c.params || len(spec) != c.count {
+				t.Errorf("%d tensors, %d params; want %d, %d", len(spec), got, c.count, c.params)
+			}
+			// The full-size network has the golden file's weight names.
+			names := map[string]bool{}
+			for _, s := range spec {
+				names[s.Name] = true
+			}
+			for _, n := range g.weightNames() {
+				if !names[n] {
+					t.Errorf("weight %s of the tiny model is missing from the full-size spec", n)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,451 @@
+package model_test
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/avatargen/musetalk/kernels"
+	"github.com/avatargen/musetalk/kernels/cpu"
+	"github.com/avatargen/musetalk/media"
+	"github.com/avatargen/musetalk/musetalk/model"
+	"github.com/avatargen/musetalk/musetalk/model/weights"
+)
+
+// audioGolden is one golden case: the JSON beside it and the tensors of its
+// safetensors file, converted to float64.
+type audioGolden struct {
+	meta    map[string]json.RawMessage
+	tensors map[string]audioTensor
+	atol    map[string]float64
+}
+
+type audioTensor struct {
+	shape []int
+	data  []float64
+}
+
+// audioGoldenDir returns $MUSETALK_GOLDEN_DIR or the repository's
+// ../shared/golden.
+func audioGoldenDir(t *testing.T) string {
+	if d := os.Getenv("MUSETALK_GOLDEN_DIR"); d != "" {
+		return d
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, "..", "shared", "golden")
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// loadAudioGolden reads <dir>/<name>.json and .safetensors; it skips the test
+// if either is missing.
+func loadAudioGolden(t *testing.T, name string) *audioGolden {
+	t.Helper()
+	dir := audioGoldenDir(t)
+	js, err := os.ReadFile(filepath.Join(dir, name+".json"))
+	if os.IsNotExist(err) {
+		t.Skipf("golden file %s missing", filepath.Join(dir, name+".json"))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	stPath := filepath.Join(dir, name+".safetensors")
+	if _, err := os.Stat(stPath); os.IsNotExist(err) {
+		t.Skipf("golden file %s missing", stPath)
+	}
+	g := &audioGolden{atol: map[string]float64{}}
+	if err := json.Unmarshal(js, &g.meta); err != nil {
+		t.Fatalf("%s.json: %v", name, err)
+	}
+	var tol map[string]struct {
+		Atol float64 `json:"atol"`
+	}
+	if raw, ok := g.meta["suggested_tolerance"]; ok {
+		if err := json.Unmarshal(raw, &tol); err != nil {
+			t.Fatalf("%s.json suggested_tolerance: %v", name, err)
+		}
+	}
+	for k, v := range tol {
+		g.atol[k] = v.Atol
+	}
+	g.tensors, err = readAudioSafetensors(stPath)
+	if err != nil {
+		t.Fatalf("%s.safetensors: %v", name, err)
+	}
+	return g
+}
+
+// readAudioSafetensors reads every tensor of the file as float64 (F64 tensors
+// exactly, the others through the weights package's float32 conversion,
+// which is exact for F32, F16 and the integer types used).
+func readAudioSafetensors(path string) (map[string]audioTensor, error) {
+	r, err := weights.OpenSafetensors(path)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	out := map[string]audioTensor{}
+	for _, info := range r.Tensors() {
+		v := make([]float64, info.NumElements())
+		if info.DType == weights.F64 {
+			raw, err := r.RawBytes(info.Name)
+			if err != nil {
+				return nil, err
+			}
+			for i := range v {
+				v[i] = math.Float64frombits(binary.LittleEndian.Uint64(raw[8*i:]))
+			}
+		} else {
+			x, err := r.ReadFloat32(info.Name)
+			if err != nil {
+				return nil, err
+			}
+			for i, f := range x.Data {
+				v[i] = float64(f)
+			}
+		}
+		out[info.Name] = audioTensor{shape: info.Shape, data: v}
+	}
+	return out, nil
+}
+
+func (g *audioGolden) tensor(t *testing.T, name string) audioTensor {
+	t.Helper()
+	x, ok := g.tensors[name]
+	if !ok {
+		t.Fatalf("golden tensor %s missing", name)
+	}
+	return x
+}
+
+func (g *audioGolden) float32s(t *testing.T, name string) []float32 {
+	x := g.tensor(t, name)
+	out := make([]float32, len(x.data))
+	for i, v := range x.data {
+		out[i] = float32(v)
+	}
+	return out
+}
+
+// compare checks got (shape) against the golden tensor name within atol and
+// logs the error.
+func (g *audioGolden) compare(t *testing.T, name string, got []float32, shape []int, atol float64) {
+	t.Helper()
+	want := g.tensor(t, name)
+	if !slices.Equal(want.shape, shape) {
+		t.Errorf("%s: shape %v, golden %v", name, shape, want.shape)
+		return
+	}
+	worst, at := 0.0, 0
+	for i, v := range want.data {
+		d := math.Abs(float64(got[i]) - v)
+		if d > worst || math.IsNaN(d) {
+			worst, at = d, i
+		}
+	}
+	t.Logf("%s: max abs err %.3g (atol %.3g)", name, worst, atol)
+	if !(worst <= atol) {
+		t.Errorf("%s: max abs err %.3g at %d (got %g, want %g) > atol %.3g", name, worst, at, got[at], want.data[at], atol)
+	}
+}
+
+// outputs lists the tensors named output.* in the file.
+func (g *audioGolden) outputs() []string {
+	var out []string
+	for k := range g.tensors {
+		if strings.HasPrefix(k, "output.") {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Tensor makes a golden file a weight source for the model constructors.
+func (g *audioGolden) Tensor(name string) ([]float32, []int, error) {
+	x, ok := g.tensors[name]
+	if !ok {
+		return nil, nil, fmt.Errorf("tensor %s not in the golden file", name)
+	}
+	out := make([]float32, len(x.data))
+	for i, v := range x.data {
+		out[i] = float32(v)
+	}
+	return out, slices.Clone(x.shape), nil
+}
+
+// atolFor returns the suggested tolerance of name; the test fails without
+// one.
+func (g *audioGolden) atolFor(t *testing.T, name string) float64 {
+	t.Helper()
+	atol, ok := g.atol[name]
+	if !ok {
+		t.Fatalf("%s: no suggested_tolerance in the JSON", name)
+	}
+	return atol
+}
+
+// compareOptional compares an intermediate when the JSON suggests a
+// tolerance for it and only logs the error otherwise.
+func (g *audioGolden) compareOptional(t *testing.T, name string, got []float32, shape []int) {
+	t.Helper()
+	if _, ok := g.tensors[name]; !ok {
+		return
+	}
+	if atol, ok := g.atol[name]; ok {
+		g.compare(t, name, got, shape, atol)
+		return
+	}
+	g.compare(t, name, got, shape, math.Inf(1))
+}
+
+func (g *audioGolden) whisperConfig(t *testing.T) model.WhisperConfig {
+	t.Helper()
+	raw, ok := g.meta["config_full"]
+	if !ok {
+		t.Fatal("JSON has no config_full")
+	}
+	cfg, err := model.ParseWhisperConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func newAudioBackend(t *testing.T) kernels.Backend {
+	t.Helper()
+	b, err := cpu.New(cpu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func download(t *testing.T, b kernels.Backend, x *kernels.Tensor) []float32 {
+	t.Helper()
+	out := make([]float32, x.Len())
+	if err := b.Download(out, x); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestGoldenWhisperEncoder(t *testing.T) {
+	t.Parallel()
+	g := loadAudioGolden(t, "c_whisper_encoder")
+	cfg := g.whisperConfig(t)
+	b := newAudioBackend(t)
+	enc, err := model.NewWhisperEncoder(b, cfg, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	in := g.tensor(t, "input.input_features")
+	mel := kernels.Upload(b, g.float32s(t, "input.input_features"), in.shape...)
+	states, err := enc.Forward(mel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(states) != cfg.HiddenStates() {
+		t.Fatalf("%d hidden states, want %d", len(states), cfg.HiddenStates())
+	}
+	outs := g.outputs()
+	if len(outs) == 0 {
+		t.Fatal("no output.* tensors")
+	}
+	for _, name := range outs {
+		var i int
+		switch {
+		case name == "output.last_hidden_state":
+			i = cfg.EncoderLayers
+		case strings.HasPrefix(name, "output.hidden_states."):
+			var err error
+			i, err = strconv.Atoi(strings.TrimPrefix(name, "output.hidden_states."))
+			if err != nil || i < 0 || i >= len(states) {
+				t.Errorf("%s: no such hidden state (have %d)", name, len(states))
+				continue
+			}
+		default:
+			t.Errorf("%s: unknown output", name)
+			continue
+		}
+		g.compare(t, name, download(t, b, states[i]), states[i].Shape(), g.atolFor(t, name))
+	}
+}
+
+func TestGoldenPositionalEncoding(t *testing.T) {
+	t.Parallel()
+	g := loadAudioGolden(t, "e_positional_encoding")
+	var cfg struct {
+		DModel int `json:"d_model"`
+		MaxLen int `json:"max_len"`
+	}
+	cfg.DModel, cfg.MaxLen = 384, 5000 // the module's defaults
+	if raw, ok := g.meta["config_full"]; ok {
+		if err := json.Unmarshal(raw, &cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := newAudioBackend(t)
+	pe, err := model.NewPositionalEncoding(b, cfg.DModel, cfg.MaxLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pe.Close()
+	in := g.tensor(t, "input.x")
+	x := kernels.Upload(b, g.float32s(t, "input.x"), in.shape...)
+	outs := g.outputs()
+	if len(outs) == 0 {
+		t.Fatal("no output.* tensors")
+	}
+	for _, name := range outs {
+		if name != "output.x_plus_pe" {
+			t.Errorf("%s: unknown output", name)
+			continue
+		}
+		y := b.Alloc(x.Shape()...)
+		if err := pe.Apply(y, x); err != nil {
+			t.Fatal(err)
+		}
+		g.compare(t, name, download(t, b, y), y.Shape(), g.atolFor(t, name))
+	}
+	if ref, ok := g.tensors["ref.pe_first_T"]; ok {
+		n := ref.shape[len(ref.shape)-2]
+		table, err := model.PositionalEncodingTable(n, cfg.DModel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.compare(t, "ref.pe_first_T", table, []int{1, n, cfg.DModel}, g.atolFor(t, "ref.pe_first_T"))
+	}
+}
+
+func TestGoldenAudioChunks(t *testing.T) {
+	t.Parallel()
+	testGoldenAudioPath(t, "f_musetalk_audio_chunks")
+}
+
+func TestGoldenAudioReal(t *testing.T) {
+	t.Parallel()
+	testGoldenAudioPath(t, "j_musetalk_audio_real")
+}
+
+// testGoldenAudioPath checks MuseTalk v1.5's audio path (cases f and j):
+// waveform → 30 s log-mel segments → Whisper hidden states stacked → one
+// window per video frame. It runs twice: from the waveform (our log-mel),
+// and from the golden intermediate.input_features, when stored (the encoder
+// and chunking alone).
+func testGoldenAudioPath(t *testing.T, file string) {
+	g := loadAudioGolden(t, file)
+	cfg := g.whisperConfig(t)
+	var params struct {
+		FPS            int `json:"fps"`
+		PadLeft        int `json:"audio_padding_length_left"`
+		PadRight       int `json:"audio_padding_length_right"`
+		LibrosaLength  int `json:"librosa_length"`
+		SamplingRate   int `json:"sampling_rate"`
+		NumFrames      int `json:"num_frames"`
+		ActualLength   int `json:"actual_length"`
+		ExpectedFrames int `json:"-"`
+	}
+	if err := json.Unmarshal(g.meta["params"], &params); err != nil {
+		t.Fatalf("params: %v", err)
+	}
+	if params.SamplingRate != model.AudioSampleRate {
+		t.Fatalf("sampling_rate %d, the audio path runs at %d", params.SamplingRate, model.AudioSampleRate)
+	}
+	wave := g.float32s(t, "input.waveform")
+	if params.LibrosaLength != 0 && params.LibrosaLength != len(wave) {
+		t.Fatalf("librosa_length %d, waveform has %d samples", params.LibrosaLength, len(wave))
+	}
+	chunk := model.AudioChunkParams{FPS: params.FPS, PadLeft: params.PadLeft, PadRight: params.PadRight}
+	if params.NumFrames != 0 && chunk.NumFrames(len(wave)) != params.NumFrames {
+		t.Errorf("NumFrames = %d, JSON says %d", chunk.NumFrames(len(wave)), params.NumFrames)
+	}
+
+	// MuseTalk uses whisper-tiny's preprocessor config (the extractor's
+	// defaults), with as many mels as the encoder takes.
+	melCfg := media.WhisperLogMelConfig()
+	melCfg.NMels = cfg.NumMelBins
+	mel, err := media.NewLogMel(melCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newAudioBackend(t)
+	enc, err := model.NewWhisperEncoder(b, cfg, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+
+	run := func(t *testing.T, segs [][]float32) {
+		frames := len(segs) * cfg.MaxSourcePositions
+		stacked, err := enc.StackedHiddenStates(segs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.compareOptional(t, "intermediate.hidden_states_stacked", stacked,
+			[]int{1, frames, cfg.HiddenStates(), cfg.DModel})
+		prompts, n, err := model.AudioPrompts(stacked, frames, cfg.HiddenStates(), cfg.DModel, len(wave), chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs := g.outputs()
+		if len(outs) == 0 {
+			t.Fatal("no output.* tensors")
+		}
+		for _, name := range outs {
+			if name != "output.audio_prompts" {
+				t.Errorf("%s: unknown output", name)
+				continue
+			}
+			g.compare(t, name, prompts, []int{n, chunk.Window() * cfg.HiddenStates(), cfg.DModel}, g.atolFor(t, name))
+		}
+	}
+
+	t.Run("waveform", func(t *testing.T) {
+		segs := mel.Segments(wave)
+		if ref, ok := g.tensors["intermediate.input_features"]; ok && len(segs) == ref.shape[0] {
+			var all []float32
+			for _, s := range segs {
+				all = append(all, s...)
+			}
+			mc := mel.Config()
+			g.compareOptional(t, "intermediate.input_features", all, []int{len(segs), mc.NMels, mc.MaxFrames()})
+		}
+		run(t, segs)
+	})
+	t.Run("intermediate_features", func(t *testing.T) {
+		ref, ok := g.tensors["intermediate.input_features"]
+		if !ok {
+			t.Skip("no intermediate.input_features")
+		}
+		per := cfg.NumMelBins * cfg.MelFrames()
+		if len(ref.data)%per != 0 {
+			t.Fatalf("intermediate.input_features %v is not a stack of [%d %d] segments", ref.shape, cfg.NumMelBins, cfg.MelFrames())
+		}
+		data := g.float32s(t, "intermediate.input_features")
+		var segs [][]float32
+		for i := 0; i < len(data); i += per {
+			segs = append(segs, data[i:i+per])
+		}
+		run(t, segs)
+	})
+}
