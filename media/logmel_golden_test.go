@@ -1,17 +1,15 @@
 package media_test
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/avatargen/musetalk/internal/golden"
+
 	"github.com/avatargen/musetalk/media"
-	"github.com/avatargen/musetalk/musetalk/model/weights"
 )
 
 // logmelGolden is one golden case: the JSON beside it and the tensors of its
@@ -27,98 +25,15 @@ type logmelTensor struct {
 	data  []float64
 }
 
-// logmelGoldenDir returns $MUSETALK_GOLDEN_DIR or the repository's
-// ../shared/golden.
-func logmelGoldenDir(t *testing.T) string {
-	if d := os.Getenv("MUSETALK_GOLDEN_DIR"); d != "" {
-		return d
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "golden")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-}
-
-// loadLogmelGolden reads <dir>/<name>.json and .safetensors; it skips the test
-// if either is missing.
+// loadLogmelGolden reads case name, skipping the test if its files are missing.
 func loadLogmelGolden(t *testing.T, name string) *logmelGolden {
 	t.Helper()
-	dir := logmelGoldenDir(t)
-	js, err := os.ReadFile(filepath.Join(dir, name+".json"))
-	if os.IsNotExist(err) {
-		t.Skipf("golden file %s missing", filepath.Join(dir, name+".json"))
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	stPath := filepath.Join(dir, name+".safetensors")
-	if _, err := os.Stat(stPath); os.IsNotExist(err) {
-		t.Skipf("golden file %s missing", stPath)
-	}
-	g := &logmelGolden{atol: map[string]float64{}}
-	if err := json.Unmarshal(js, &g.meta); err != nil {
-		t.Fatalf("%s.json: %v", name, err)
-	}
-	var tol map[string]struct {
-		Atol float64 `json:"atol"`
-	}
-	if raw, ok := g.meta["suggested_tolerance"]; ok {
-		if err := json.Unmarshal(raw, &tol); err != nil {
-			t.Fatalf("%s.json suggested_tolerance: %v", name, err)
-		}
-	}
-	for k, v := range tol {
-		g.atol[k] = v.Atol
-	}
-	g.tensors, err = readLogmelSafetensors(stPath)
-	if err != nil {
-		t.Fatalf("%s.safetensors: %v", name, err)
+	c := golden.Load(t, name)
+	g := &logmelGolden{meta: c.Meta, atol: c.Atol, tensors: map[string]logmelTensor{}}
+	for k, v := range c.AllFloat64(t) {
+		g.tensors[k] = logmelTensor{shape: v.Shape, data: v.Data}
 	}
 	return g
-}
-
-// readLogmelSafetensors reads every tensor of the file as float64 (F64 tensors
-// exactly, the others through the weights package's float32 conversion,
-// which is exact for F32, F16 and the integer types used).
-func readLogmelSafetensors(path string) (map[string]logmelTensor, error) {
-	r, err := weights.OpenSafetensors(path)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	out := map[string]logmelTensor{}
-	for _, info := range r.Tensors() {
-		v := make([]float64, info.NumElements())
-		if info.DType == weights.F64 {
-			raw, err := r.RawBytes(info.Name)
-			if err != nil {
-				return nil, err
-			}
-			for i := range v {
-				v[i] = math.Float64frombits(binary.LittleEndian.Uint64(raw[8*i:]))
-			}
-		} else {
-			x, err := r.ReadFloat32(info.Name)
-			if err != nil {
-				return nil, err
-			}
-			for i, f := range x.Data {
-				v[i] = float64(f)
-			}
-		}
-		out[info.Name] = logmelTensor{shape: info.Shape, data: v}
-	}
-	return out, nil
 }
 
 func (g *logmelGolden) tensor(t *testing.T, name string) logmelTensor {

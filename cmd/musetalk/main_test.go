@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/avatargen/musetalk/internal/goldendir"
+
 	"github.com/urfave/cli/v2"
 )
 
@@ -64,9 +66,9 @@ func TestUnknownEngine(t *testing.T) {
 }
 
 func TestWeightsConvert(t *testing.T) {
-	dir := os.Getenv("MUSETALK_GOLDEN_DIR")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "golden")
+	dir, err := goldendir.Dir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	src := filepath.Join(dir, "b_autoencoder_kl.safetensors")
 	if _, err := os.Stat(src); err != nil {

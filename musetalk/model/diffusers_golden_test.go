@@ -1,15 +1,13 @@
 package model_test
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/avatargen/musetalk/internal/golden"
 
 	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/kernels/cpu"
@@ -30,104 +28,13 @@ type dmGolden struct {
 	atol map[string]float64
 }
 
-// dmGoldenDir returns $MUSETALK_GOLDEN_DIR or <module root>/../shared/golden.
-func dmGoldenDir(t *testing.T) string {
-	if d := os.Getenv("MUSETALK_GOLDEN_DIR"); d != "" {
-		return d
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "golden")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-}
-
-// dmLoadGolden opens <dir>/<name>.json and .safetensors, skipping the test
-// when either is missing.
+// dmLoadGolden opens case name, skipping the test when its files are missing.
 func dmLoadGolden(t *testing.T, name string) *dmGolden {
 	t.Helper()
-	dir := dmGoldenDir(t)
-	jsPath, stPath := filepath.Join(dir, name+".json"), filepath.Join(dir, name+".safetensors")
-	for _, p := range []string{jsPath, stPath} {
-		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-			t.Skipf("golden file %s missing", p)
-		}
-	}
-	js, err := os.ReadFile(jsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &dmGolden{name: name, atol: map[string]float64{}}
-	if err := json.Unmarshal(dmSanitizeJSON(js), &g.meta); err != nil {
-		t.Fatalf("%s: %v", jsPath, err)
-	}
-	var tol map[string]struct {
-		Atol float64 `json:"atol"`
-	}
-	if raw, ok := g.meta["suggested_tolerance"]; ok {
-		if err := json.Unmarshal(raw, &tol); err != nil {
-			t.Fatalf("%s: suggested_tolerance: %v", jsPath, err)
-		}
-	}
-	for k, v := range tol {
-		g.atol[k] = v.Atol
-	}
-	g.r, err = weights.OpenSafetensors(stPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.r.Close() })
-	return g
+	c := golden.Load(t, name)
+	return &dmGolden{name: name, meta: c.Meta, r: c.File, atol: c.Atol}
 }
 
-// dmSanitizeJSON replaces the bare NaN / Infinity tokens Python's json
-// module writes (outside strings) with null, which encoding/json accepts.
-func dmSanitizeJSON(b []byte) []byte {
-	var out bytes.Buffer
-	inStr, esc := false, false
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if inStr {
-			out.WriteByte(c)
-			switch {
-			case esc:
-				esc = false
-			case c == '\\':
-				esc = true
-			case c == '"':
-				inStr = false
-			}
-			continue
-		}
-		if c == '"' {
-			inStr = true
-		}
-		replaced := false
-		for _, tok := range []string{"-Infinity", "Infinity", "NaN"} {
-			if bytes.HasPrefix(b[i:], []byte(tok)) {
-				out.WriteString("null")
-				i += len(tok) - 1
-				replaced = true
-				break
-			}
-		}
-		if !replaced {
-			out.WriteByte(c)
-		}
-	}
-	return out.Bytes()
-}
-
-// Tensor makes the golden file a model.Tensors source.
 func (g *dmGolden) Tensor(name string) ([]float32, []int, error) {
 	x, err := g.r.ReadFloat32(name)
 	if err != nil {

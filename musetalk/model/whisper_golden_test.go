@@ -1,22 +1,20 @@
 package model_test
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/avatargen/musetalk/internal/golden"
+
 	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/kernels/cpu"
 	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/musetalk/model"
-	"github.com/avatargen/musetalk/musetalk/model/weights"
 )
 
 // audioGolden is one golden case: the JSON beside it and the tensors of its
@@ -32,98 +30,15 @@ type audioTensor struct {
 	data  []float64
 }
 
-// audioGoldenDir returns $MUSETALK_GOLDEN_DIR or the repository's
-// ../shared/golden.
-func audioGoldenDir(t *testing.T) string {
-	if d := os.Getenv("MUSETALK_GOLDEN_DIR"); d != "" {
-		return d
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "golden")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-}
-
-// loadAudioGolden reads <dir>/<name>.json and .safetensors; it skips the test
-// if either is missing.
+// loadAudioGolden reads case name, skipping the test if its files are missing.
 func loadAudioGolden(t *testing.T, name string) *audioGolden {
 	t.Helper()
-	dir := audioGoldenDir(t)
-	js, err := os.ReadFile(filepath.Join(dir, name+".json"))
-	if os.IsNotExist(err) {
-		t.Skipf("golden file %s missing", filepath.Join(dir, name+".json"))
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	stPath := filepath.Join(dir, name+".safetensors")
-	if _, err := os.Stat(stPath); os.IsNotExist(err) {
-		t.Skipf("golden file %s missing", stPath)
-	}
-	g := &audioGolden{atol: map[string]float64{}}
-	if err := json.Unmarshal(js, &g.meta); err != nil {
-		t.Fatalf("%s.json: %v", name, err)
-	}
-	var tol map[string]struct {
-		Atol float64 `json:"atol"`
-	}
-	if raw, ok := g.meta["suggested_tolerance"]; ok {
-		if err := json.Unmarshal(raw, &tol); err != nil {
-			t.Fatalf("%s.json suggested_tolerance: %v", name, err)
-		}
-	}
-	for k, v := range tol {
-		g.atol[k] = v.Atol
-	}
-	g.tensors, err = readAudioSafetensors(stPath)
-	if err != nil {
-		t.Fatalf("%s.safetensors: %v", name, err)
+	c := golden.Load(t, name)
+	g := &audioGolden{meta: c.Meta, atol: c.Atol, tensors: map[string]audioTensor{}}
+	for k, v := range c.AllFloat64(t) {
+		g.tensors[k] = audioTensor{shape: v.Shape, data: v.Data}
 	}
 	return g
-}
-
-// readAudioSafetensors reads every tensor of the file as float64 (F64 tensors
-// exactly, the others through the weights package's float32 conversion,
-// which is exact for F32, F16 and the integer types used).
-func readAudioSafetensors(path string) (map[string]audioTensor, error) {
-	r, err := weights.OpenSafetensors(path)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	out := map[string]audioTensor{}
-	for _, info := range r.Tensors() {
-		v := make([]float64, info.NumElements())
-		if info.DType == weights.F64 {
-			raw, err := r.RawBytes(info.Name)
-			if err != nil {
-				return nil, err
-			}
-			for i := range v {
-				v[i] = math.Float64frombits(binary.LittleEndian.Uint64(raw[8*i:]))
-			}
-		} else {
-			x, err := r.ReadFloat32(info.Name)
-			if err != nil {
-				return nil, err
-			}
-			for i, f := range x.Data {
-				v[i] = float64(f)
-			}
-		}
-		out[info.Name] = audioTensor{shape: info.Shape, data: v}
-	}
-	return out, nil
 }
 
 func (g *audioGolden) tensor(t *testing.T, name string) audioTensor {

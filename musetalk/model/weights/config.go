@@ -302,7 +302,7 @@ func (c *WhisperConfig) validate() error {
 // "config_full" member when data is a golden-data JSON file. It checks
 // _class_name (diffusers) when present.
 func configObject(data []byte, className string) ([]byte, error) {
-	data = pythonJSON(data)
+	data = PythonJSON(data)
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(data, &top); err != nil {
 		return nil, fmt.Errorf("not a JSON object: %w", err)
@@ -389,9 +389,9 @@ func loadConfig[T any](path string, parse func([]byte) (*T, error)) (*T, error) 
 	return c, nil
 }
 
-// pythonJSON replaces the NaN, Infinity and -Infinity literals that Python's
+// PythonJSON replaces the NaN, Infinity and -Infinity literals that Python's
 // json module writes (and Go's rejects) by null, leaving strings alone.
-func pythonJSON(data []byte) []byte {
+func PythonJSON(data []byte) []byte {
 	var out []byte // allocated on the first replacement
 	inString, escaped := false, false
 	for i := 0; i < len(data); i++ {

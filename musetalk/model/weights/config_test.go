@@ -167,7 +167,7 @@ func TestGoldenConfigs(t *testing.T) {
 	}
 	reference := func(b []byte) []byte {
 		var top map[string]json.RawMessage
-		if err := json.Unmarshal(pythonJSON(b), &top); err != nil {
+		if err := json.Unmarshal(PythonJSON(b), &top); err != nil {
 			t.Fatal(err)
 		}
 		return top["reference_full_size_config"]
@@ -235,10 +235,10 @@ func TestPythonJSON(t *testing.T) {
 	t.Parallel()
 	in := `{"a": NaN, "b": [Infinity, -Infinity], "s": "NaN \" Infinity", "c": 1}`
 	want := `{"a": null, "b": [null, null], "s": "NaN \" Infinity", "c": 1}`
-	if got := string(pythonJSON([]byte(in))); got != want {
-		t.Errorf("pythonJSON = %s\nwant %s", got, want)
+	if got := string(PythonJSON([]byte(in))); got != want {
+		t.Errorf("PythonJSON = %s\nwant %s", got, want)
 	}
-	if !json.Valid(pythonJSON([]byte(in))) {
+	if !json.Valid(PythonJSON([]byte(in))) {
 		t.Error("result is not valid JSON")
 	}
 }

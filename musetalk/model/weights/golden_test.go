@@ -9,31 +9,18 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/avatargen/musetalk/internal/goldendir"
 )
 
-// goldenDir returns $MUSETALK_GOLDEN_DIR, or shared/golden beside the
-// module root (../shared/golden from the directory holding go.mod). It
-// skips the test when the data is absent.
+// goldenDir returns the golden data's directory, skipping the test when
+// the data is absent.
 func goldenDir(t *testing.T) string {
 	t.Helper()
-	if d := os.Getenv("MUSETALK_GOLDEN_DIR"); d != "" {
-		return d
-	}
-	dir, err := os.Getwd()
+	d, err := goldendir.Dir()
 	if err != nil {
-		t.Fatal(err)
+		t.Skip(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("go.mod not found above the package; set MUSETALK_GOLDEN_DIR")
-		}
-		dir = parent
-	}
-	d := filepath.Join(dir, "..", "shared", "golden")
 	if _, err := os.Stat(d); err != nil {
 		t.Skipf("golden data not found at %s; set MUSETALK_GOLDEN_DIR", d)
 	}
@@ -58,7 +45,7 @@ func readGoldenJSON(t *testing.T, path string) goldenJSON {
 		t.Fatal(err)
 	}
 	var g goldenJSON
-	if err := json.Unmarshal(pythonJSON(b), &g); err != nil { // a_unet2d_condition.json holds a NaN
+	if err := json.Unmarshal(PythonJSON(b), &g); err != nil { // a_unet2d_condition.json holds a NaN
 		t.Fatalf("%s: %v", path, err)
 	}
 	g.raw = b
