@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"math"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/avatargen/musetalk/internal/golden"
@@ -12,80 +11,30 @@ import (
 	"github.com/avatargen/musetalk/media"
 )
 
-// logmelGolden is one golden case: the JSON beside it and the tensors of its
-// safetensors file, converted to float64.
+// logmelGolden is one golden case: the JSON beside it and its tensors as float64.
 type logmelGolden struct {
 	meta    map[string]json.RawMessage
-	tensors map[string]logmelTensor
+	tensors golden.Set
 	atol    map[string]float64
-}
-
-type logmelTensor struct {
-	shape []int
-	data  []float64
 }
 
 // loadLogmelGolden reads case name, skipping the test if its files are missing.
 func loadLogmelGolden(t *testing.T, name string) *logmelGolden {
 	t.Helper()
 	c := golden.Load(t, name)
-	g := &logmelGolden{meta: c.Meta, atol: c.Atol, tensors: map[string]logmelTensor{}}
-	for k, v := range c.AllFloat64(t) {
-		g.tensors[k] = logmelTensor{shape: v.Shape, data: v.Data}
-	}
-	return g
+	return &logmelGolden{meta: c.Meta, atol: c.Atol, tensors: c.Set(t)}
 }
 
-func (g *logmelGolden) tensor(t *testing.T, name string) logmelTensor {
-	t.Helper()
-	x, ok := g.tensors[name]
-	if !ok {
-		t.Fatalf("golden tensor %s missing", name)
-	}
-	return x
+func (g *logmelGolden) tensor(t *testing.T, name string) golden.Tensor64 {
+	return g.tensors.Get(t, name)
 }
-
 func (g *logmelGolden) float32s(t *testing.T, name string) []float32 {
-	x := g.tensor(t, name)
-	out := make([]float32, len(x.data))
-	for i, v := range x.data {
-		out[i] = float32(v)
-	}
-	return out
+	return g.tensors.Float32s(t, name)
 }
-
-// compare checks got (shape) against the golden tensor name within atol and
-// logs the error.
+func (g *logmelGolden) outputs() []string { return g.tensors.Outputs() }
 func (g *logmelGolden) compare(t *testing.T, name string, got []float32, shape []int, atol float64) {
 	t.Helper()
-	want := g.tensor(t, name)
-	if !slices.Equal(want.shape, shape) {
-		t.Errorf("%s: shape %v, golden %v", name, shape, want.shape)
-		return
-	}
-	worst, at := 0.0, 0
-	for i, v := range want.data {
-		d := math.Abs(float64(got[i]) - v)
-		if d > worst || math.IsNaN(d) {
-			worst, at = d, i
-		}
-	}
-	t.Logf("%s: max abs err %.3g (atol %.3g)", name, worst, atol)
-	if !(worst <= atol) {
-		t.Errorf("%s: max abs err %.3g at %d (got %g, want %g) > atol %.3g", name, worst, at, got[at], want.data[at], atol)
-	}
-}
-
-// outputs lists the tensors named output.* in the file.
-func (g *logmelGolden) outputs() []string {
-	var out []string
-	for k := range g.tensors {
-		if strings.HasPrefix(k, "output.") {
-			out = append(out, k)
-		}
-	}
-	slices.Sort(out)
-	return out
+	g.tensors.Compare(t, name, got, shape, atol)
 }
 
 func TestGoldenWhisperFeatures(t *testing.T) {
@@ -108,11 +57,11 @@ func TestGoldenWhisperFeatures(t *testing.T) {
 	if ref, ok := g.tensors["mel_filters"]; ok {
 		filters := m.Filters()
 		bins := cfg.NFFT/2 + 1
-		if !slices.Equal(ref.shape, []int{bins, cfg.NMels}) {
-			t.Fatalf("mel_filters: golden shape %v, want [%d %d]", ref.shape, bins, cfg.NMels)
+		if !slices.Equal(ref.Shape, []int{bins, cfg.NMels}) {
+			t.Fatalf("mel_filters: golden shape %v, want [%d %d]", ref.Shape, bins, cfg.NMels)
 		}
 		worst := 0.0
-		for i, v := range ref.data {
+		for i, v := range ref.Data {
 			worst = max(worst, math.Abs(filters[i]-v))
 		}
 		t.Logf("mel_filters: max abs err %.3g", worst)
@@ -123,13 +72,13 @@ func TestGoldenWhisperFeatures(t *testing.T) {
 	if ref, ok := g.tensors["ref.hann_window_periodic"]; ok {
 		w := m.Window()
 		worst := 0.0
-		for i, v := range ref.data {
+		for i, v := range ref.Data {
 			worst = max(worst, math.Abs(w[i]-v))
 		}
 		t.Logf("ref.hann_window_periodic: max abs err %.3g", worst)
 		// The golden window is torch's float32 table: a few float32 ulps.
-		if len(ref.data) != len(w) || worst > 1e-6 {
-			t.Errorf("hann window: %d values (golden %d), max abs err %.3g > 1e-6", len(w), len(ref.data), worst)
+		if len(ref.Data) != len(w) || worst > 1e-6 {
+			t.Errorf("hann window: %d values (golden %d), max abs err %.3g > 1e-6", len(w), len(ref.Data), worst)
 		}
 	}
 
@@ -138,10 +87,10 @@ func TestGoldenWhisperFeatures(t *testing.T) {
 	in := g.tensor(t, "input.waveform")
 	all := g.float32s(t, "input.waveform")
 	batch := 1
-	if len(in.shape) == 2 {
-		batch = in.shape[0]
-	} else if len(in.shape) != 1 {
-		t.Fatalf("input.waveform %v: want [samples] or [B samples]", in.shape)
+	if len(in.Shape) == 2 {
+		batch = in.Shape[0]
+	} else if len(in.Shape) != 1 {
+		t.Fatalf("input.waveform %v: want [samples] or [B samples]", in.Shape)
 	}
 	per := len(all) / batch
 	outs := g.outputs()

@@ -107,26 +107,84 @@ func (c *Case) Float64(name string) (Tensor64, error) {
 	return Tensor64{Shape: info.Shape, Data: v}, nil
 }
 
-// AllFloat64 reads every tensor of the case as float64.
-func (c *Case) AllFloat64(t testing.TB) map[string]Tensor64 {
-	t.Helper()
-	out := map[string]Tensor64{}
-	for _, info := range c.File.Tensors() {
-		x, err := c.Float64(info.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[info.Name] = x
-	}
-	return out
-}
-
 // Names lists the case's tensors whose names start with prefix, sorted.
 func (c *Case) Names(prefix string) []string {
 	var out []string
 	for _, info := range c.File.Tensors() {
 		if strings.HasPrefix(info.Name, prefix) {
 			out = append(out, info.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Set holds a case's tensors read as float64, by name.
+type Set map[string]Tensor64
+
+// Set reads every tensor of the case.
+func (c *Case) Set(t testing.TB) Set {
+	t.Helper()
+	s := Set{}
+	for _, info := range c.File.Tensors() {
+		x, err := c.Float64(info.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s[info.Name] = x
+	}
+	return s
+}
+
+// Get returns tensor name, failing the test when it is missing.
+func (s Set) Get(t testing.TB, name string) Tensor64 {
+	t.Helper()
+	x, ok := s[name]
+	if !ok {
+		t.Fatalf("golden tensor %s missing", name)
+	}
+	return x
+}
+
+// Float32s returns tensor name's elements as float32.
+func (s Set) Float32s(t testing.TB, name string) []float32 {
+	t.Helper()
+	x := s.Get(t, name)
+	out := make([]float32, len(x.Data))
+	for i, v := range x.Data {
+		out[i] = float32(v)
+	}
+	return out
+}
+
+// Compare checks got, of the given shape, against tensor name: the largest
+// |got - want| must be at most atol. It logs the error either way.
+func (s Set) Compare(t testing.TB, name string, got []float32, shape []int, atol float64) {
+	t.Helper()
+	want := s.Get(t, name)
+	if !slices.Equal(want.Shape, shape) {
+		t.Errorf("%s: shape %v, golden %v", name, shape, want.Shape)
+		return
+	}
+	worst, at := 0.0, 0
+	for i, v := range want.Data {
+		d := math.Abs(float64(got[i]) - v)
+		if d > worst || math.IsNaN(d) {
+			worst, at = d, i
+		}
+	}
+	t.Logf("%s: max abs err %.3g (atol %.3g)", name, worst, atol)
+	if !(worst <= atol) {
+		t.Errorf("%s: max abs err %.3g at %d (got %g, want %g) > atol %.3g", name, worst, at, got[at], want.Data[at], atol)
+	}
+}
+
+// Outputs lists the tensors named output.*, sorted.
+func (s Set) Outputs() []string {
+	var out []string
+	for k := range s {
+		if strings.HasPrefix(k, "output.") {
+			out = append(out, k)
 		}
 	}
 	slices.Sort(out)

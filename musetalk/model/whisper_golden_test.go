@@ -17,80 +17,30 @@ import (
 	"github.com/avatargen/musetalk/musetalk/model"
 )
 
-// audioGolden is one golden case: the JSON beside it and the tensors of its
-// safetensors file, converted to float64.
+// audioGolden is one golden case: the JSON beside it and its tensors as float64.
 type audioGolden struct {
 	meta    map[string]json.RawMessage
-	tensors map[string]audioTensor
+	tensors golden.Set
 	atol    map[string]float64
-}
-
-type audioTensor struct {
-	shape []int
-	data  []float64
 }
 
 // loadAudioGolden reads case name, skipping the test if its files are missing.
 func loadAudioGolden(t *testing.T, name string) *audioGolden {
 	t.Helper()
 	c := golden.Load(t, name)
-	g := &audioGolden{meta: c.Meta, atol: c.Atol, tensors: map[string]audioTensor{}}
-	for k, v := range c.AllFloat64(t) {
-		g.tensors[k] = audioTensor{shape: v.Shape, data: v.Data}
-	}
-	return g
+	return &audioGolden{meta: c.Meta, atol: c.Atol, tensors: c.Set(t)}
 }
 
-func (g *audioGolden) tensor(t *testing.T, name string) audioTensor {
-	t.Helper()
-	x, ok := g.tensors[name]
-	if !ok {
-		t.Fatalf("golden tensor %s missing", name)
-	}
-	return x
+func (g *audioGolden) tensor(t *testing.T, name string) golden.Tensor64 {
+	return g.tensors.Get(t, name)
 }
-
 func (g *audioGolden) float32s(t *testing.T, name string) []float32 {
-	x := g.tensor(t, name)
-	out := make([]float32, len(x.data))
-	for i, v := range x.data {
-		out[i] = float32(v)
-	}
-	return out
+	return g.tensors.Float32s(t, name)
 }
-
-// compare checks got (shape) against the golden tensor name within atol and
-// logs the error.
+func (g *audioGolden) outputs() []string { return g.tensors.Outputs() }
 func (g *audioGolden) compare(t *testing.T, name string, got []float32, shape []int, atol float64) {
 	t.Helper()
-	want := g.tensor(t, name)
-	if !slices.Equal(want.shape, shape) {
-		t.Errorf("%s: shape %v, golden %v", name, shape, want.shape)
-		return
-	}
-	worst, at := 0.0, 0
-	for i, v := range want.data {
-		d := math.Abs(float64(got[i]) - v)
-		if d > worst || math.IsNaN(d) {
-			worst, at = d, i
-		}
-	}
-	t.Logf("%s: max abs err %.3g (atol %.3g)", name, worst, atol)
-	if !(worst <= atol) {
-		t.Errorf("%s: max abs err %.3g at %d (got %g, want %g) > atol %.3g", name, worst, at, got[at], want.data[at], atol)
-	}
-}
-
-// outputs lists the tensors named output.* in the file.
-func (g *audioGolden) outputs() []string {
-	var out []string
-	for k := range g.tensors {
-		if strings.HasPrefix(k, "output.") {
-			out = append(out, k)
-		}
-	}
-	slices.Sort(out)
-	return out
+	g.tensors.Compare(t, name, got, shape, atol)
 }
 
 // Tensor makes a golden file a weight source for the model constructors.
@@ -99,11 +49,11 @@ func (g *audioGolden) Tensor(name string) ([]float32, []int, error) {
 	if !ok {
 		return nil, nil, fmt.Errorf("tensor %s not in the golden file", name)
 	}
-	out := make([]float32, len(x.data))
-	for i, v := range x.data {
+	out := make([]float32, len(x.Data))
+	for i, v := range x.Data {
 		out[i] = float32(v)
 	}
-	return out, slices.Clone(x.shape), nil
+	return out, slices.Clone(x.Shape), nil
 }
 
 // atolFor returns the suggested tolerance of name; the test fails without
@@ -174,7 +124,7 @@ func TestGoldenWhisperEncoder(t *testing.T) {
 	}
 	defer enc.Close()
 	in := g.tensor(t, "input.input_features")
-	mel := kernels.Upload(b, g.float32s(t, "input.input_features"), in.shape...)
+	mel := kernels.Upload(b, g.float32s(t, "input.input_features"), in.Shape...)
 	states, err := enc.Forward(mel)
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +176,7 @@ func TestGoldenPositionalEncoding(t *testing.T) {
 	}
 	defer pe.Close()
 	in := g.tensor(t, "input.x")
-	x := kernels.Upload(b, g.float32s(t, "input.x"), in.shape...)
+	x := kernels.Upload(b, g.float32s(t, "input.x"), in.Shape...)
 	outs := g.outputs()
 	if len(outs) == 0 {
 		t.Fatal("no output.* tensors")
@@ -243,7 +193,7 @@ func TestGoldenPositionalEncoding(t *testing.T) {
 		g.compare(t, name, download(t, b, y), y.Shape(), g.atolFor(t, name))
 	}
 	if ref, ok := g.tensors["ref.pe_first_T"]; ok {
-		n := ref.shape[len(ref.shape)-2]
+		n := ref.Shape[len(ref.Shape)-2]
 		table, err := model.PositionalEncodingTable(n, cfg.DModel)
 		if err != nil {
 			t.Fatal(err)
@@ -337,7 +287,7 @@ func testGoldenAudioPath(t *testing.T, file string) {
 
 	t.Run("waveform", func(t *testing.T) {
 		segs := mel.Segments(wave)
-		if ref, ok := g.tensors["intermediate.input_features"]; ok && len(segs) == ref.shape[0] {
+		if ref, ok := g.tensors["intermediate.input_features"]; ok && len(segs) == ref.Shape[0] {
 			var all []float32
 			for _, s := range segs {
 				all = append(all, s...)
@@ -353,8 +303,8 @@ func testGoldenAudioPath(t *testing.T, file string) {
 			t.Skip("no intermediate.input_features")
 		}
 		per := cfg.NumMelBins * cfg.MelFrames()
-		if len(ref.data)%per != 0 {
-			t.Fatalf("intermediate.input_features %v is not a stack of [%d %d] segments", ref.shape, cfg.NumMelBins, cfg.MelFrames())
+		if len(ref.Data)%per != 0 {
+			t.Fatalf("intermediate.input_features %v is not a stack of [%d %d] segments", ref.Shape, cfg.NumMelBins, cfg.MelFrames())
 		}
 		data := g.float32s(t, "intermediate.input_features")
 		var segs [][]float32
