@@ -3,8 +3,17 @@
 package cpu
 
 // Implemented in pack_amd64.s; they need AVX-512F (masked moves, scatters).
+// None keeps a pointer past the call, so go:noescape lets callers keep idx,
+// the convRun table and convPackArgs on the stack (without it every sliver
+// packed heap-allocated its 2.5 KB run table: ~94 MB per VAE decode).
+
+//go:noescape
 func packRowsAVX512(dst, src *float32, ld, cols, width, kc int)
+
+//go:noescape
 func packScatterAVX512(dst, src *float32, ld, n, width, kc int, idx *int32)
+
+//go:noescape
 func packConvAVX512(a *convPackArgs)
 
 // packRows is packRowsGo in assembly; it reports false if kern has no
