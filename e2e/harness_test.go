@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -49,6 +50,45 @@ func TestMain(m *testing.M) {
 		_ = flag.Set("test.parallel", "16")
 	}
 	os.Exit(runMain(m))
+}
+
+// TestSourcesAreCacheKeys opens the sources the binaries are built from
+// (see touchSources); the go command logs file opens only while tests run.
+func TestSourcesAreCacheKeys(t *testing.T) {
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := touchSources(root); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// touchSources opens every Go source and module file of the repository.
+// The binaries under test are built from them by a subprocess, which the
+// go command's test cache cannot see; files the test process itself opens
+// become part of the cache key, so a changed source reruns the suite
+// instead of replaying a stale pass.
+func touchSources(root string) error {
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if name := d.Name(); path != root && (strings.HasPrefix(name, ".") || name == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if name := d.Name(); strings.HasSuffix(name, ".go") || strings.HasSuffix(name, ".s") || name == "go.mod" || name == "go.sum" {
+			f, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			f.Close()
+		}
+		return nil
+	})
 }
 
 func runMain(m *testing.M) int {
