@@ -1,63 +1,33 @@
 package model
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/avatargen/musetalk/kernels"
+	"github.com/avatargen/musetalk/musetalk/model/weights"
 )
 
-// WhisperConfig is the part of a Hugging Face WhisperConfig (config.json of
-// openai/whisper-tiny) the encoder needs. JSON keys are the library's; keys
-// the file leaves out keep [DefaultWhisperConfig]'s values, which are the
-// library defaults (= whisper-tiny).
-type WhisperConfig struct {
-	// ActivationFunction is the FFN activation; only "gelu" (erf) is
-	// supported. The convolution front end always uses erf GELU.
-	ActivationFunction string `json:"activation_function"`
-	// DModel is the hidden size (384 for whisper-tiny).
-	DModel int `json:"d_model"`
-	// EncoderAttentionHeads is the number of attention heads (6).
-	EncoderAttentionHeads int `json:"encoder_attention_heads"`
-	// EncoderFFNDim is the FFN inner size (1536).
-	EncoderFFNDim int `json:"encoder_ffn_dim"`
-	// EncoderLayers is the number of encoder layers (4).
-	EncoderLayers int `json:"encoder_layers"`
-	// MaxSourcePositions is the number of encoder positions (1500); the mel
-	// input must have exactly twice as many frames.
-	MaxSourcePositions int `json:"max_source_positions"`
-	// NumMelBins is the number of mel channels of the input (80).
-	NumMelBins int `json:"num_mel_bins"`
-}
+// WhisperConfig is a Hugging Face Whisper config (config.json of
+// openai/whisper-tiny); the encoder reads its encoder fields.
+type WhisperConfig = weights.WhisperConfig
 
-// DefaultWhisperConfig returns the library defaults, which are whisper-tiny:
-// d_model 384, 4 layers, 6 heads, FFN 1536, 80 mels, 1500 positions.
-func DefaultWhisperConfig() WhisperConfig {
-	return WhisperConfig{
-		ActivationFunction:    "gelu",
-		DModel:                384,
-		EncoderAttentionHeads: 6,
-		EncoderFFNDim:         1536,
-		EncoderLayers:         4,
-		MaxSourcePositions:    1500,
-		NumMelBins:            80,
-	}
-}
+// DefaultWhisperConfig returns whisper-tiny's config.
+func DefaultWhisperConfig() WhisperConfig { return weights.DefaultWhisperConfig() }
 
-// ParseWhisperConfig reads a Whisper config.json (unknown keys, such as the
-// decoder's, are ignored) and validates it.
+// ParseWhisperConfig reads a Whisper config.json (keys it leaves out keep
+// the defaults) and checks that the encoder can run it.
 func ParseWhisperConfig(data []byte) (WhisperConfig, error) {
-	cfg := DefaultWhisperConfig()
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		return WhisperConfig{}, fmt.Errorf("whisper config: %w", err)
+	c, err := weights.ParseWhisperConfig(data)
+	if err != nil {
+		return WhisperConfig{}, err
 	}
-	return cfg, cfg.Validate()
+	return *c, validateWhisperConfig(*c)
 }
 
-// Validate reports a config the encoder cannot run.
-func (c WhisperConfig) Validate() error {
+// validateWhisperConfig reports a config the encoder cannot run.
+func validateWhisperConfig(c WhisperConfig) error {
 	var errs []error
 	for _, f := range []struct {
 		name string
@@ -87,14 +57,6 @@ func (c WhisperConfig) Validate() error {
 	}
 	return nil
 }
-
-// MelFrames returns the number of mel frames the encoder takes:
-// 2·max_source_positions (3000 for whisper-tiny, 30 s).
-func (c WhisperConfig) MelFrames() int { return 2 * c.MaxSourcePositions }
-
-// HiddenStates returns how many hidden states the encoder returns: the
-// embedding output plus one per layer (5 for whisper-tiny).
-func (c WhisperConfig) HiddenStates() int { return c.EncoderLayers + 1 }
 
 // WhisperEncoderSpec lists the encoder's weights with the names of
 // transformers' WhisperModel.state_dict() ("encoder.*"). The Hugging Face
@@ -168,7 +130,7 @@ type whisperLayer struct {
 // NewWhisperEncoder validates cfg and loads the weights [WhisperEncoderSpec]
 // lists from src onto b. A missing or misshapen weight is an error naming it.
 func NewWhisperEncoder(b kernels.Backend, cfg WhisperConfig, src Tensors) (*WhisperEncoder, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := validateWhisperConfig(cfg); err != nil {
 		return nil, err
 	}
 	e := &WhisperEncoder{b: b, cfg: cfg, loader: weightLoader{b: b, src: src, model: "whisper encoder"}}

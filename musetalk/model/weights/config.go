@@ -274,7 +274,10 @@ type WhisperConfig struct {
 	ScaleEmbedding        bool   `json:"scale_embedding"`
 }
 
-func defaultWhisperConfig() WhisperConfig {
+// DefaultWhisperConfig returns the library defaults, which are
+// whisper-tiny's: d_model 384, 4 encoder layers, 6 heads, FFN 1536, 80 mel
+// bins, 1500 positions, erf GELU.
+func DefaultWhisperConfig() WhisperConfig {
 	return WhisperConfig{
 		ModelType: "whisper", DModel: 384, EncoderLayers: 4, EncoderAttentionHeads: 6, EncoderFFNDim: 1536,
 		DecoderLayers: 4, DecoderAttentionHeads: 6, DecoderFFNDim: 1536,
@@ -284,7 +287,15 @@ func defaultWhisperConfig() WhisperConfig {
 }
 
 // HeadDim returns d_model / encoder_attention_heads.
-func (c *WhisperConfig) HeadDim() int { return c.DModel / c.EncoderAttentionHeads }
+func (c WhisperConfig) HeadDim() int { return c.DModel / c.EncoderAttentionHeads }
+
+// MelFrames returns the number of mel frames the encoder takes:
+// 2·max_source_positions (3000 for whisper-tiny, 30 s).
+func (c WhisperConfig) MelFrames() int { return 2 * c.MaxSourcePositions }
+
+// HiddenStates returns how many hidden states the encoder returns: the
+// embedding output plus one per layer (5 for whisper-tiny).
+func (c WhisperConfig) HiddenStates() int { return c.EncoderLayers + 1 }
 
 func (c *WhisperConfig) validate() error {
 	switch {
@@ -359,7 +370,7 @@ func ParseVAEConfig(data []byte) (*VAEConfig, error) {
 // ParseWhisperConfig parses a WhisperConfig: a transformers config.json or
 // a golden-data JSON file, whose "config_full" it reads.
 func ParseWhisperConfig(data []byte) (*WhisperConfig, error) {
-	c := defaultWhisperConfig()
+	c := DefaultWhisperConfig()
 	if err := parseConfig(data, "", &c, c.validate); err != nil {
 		return nil, fmt.Errorf("parsing Whisper config: %w", err)
 	}
