@@ -81,7 +81,7 @@ func (w *Worker) runAttempt(runCtx, lifeCtx context.Context, a *protocol.Assignm
 	<-watched
 	cause := context.Cause(jobCtx)
 	stopped := jobCtx.Err() != nil
-	cancel(errors.New("attempt over")) // stops the progress reporter
+	cancel(errAttemptOver) // stops the progress reporter
 	<-reported
 
 	var oc *cancelOrder
@@ -357,9 +357,29 @@ func (w *Worker) onProgress(att *attempt, span trace.Span, p protocol.Progress) 
 // reportProgress posts progress changes, at most one per
 // Config.ProgressEvery, until ctx ends. A 409 means the attempt was taken
 // away: it cancels the attempt.
+//
+// When the attempt ends normally (errAttemptOver), the last progress the
+// throttle held back is posted before it returns, so that the job's record
+// ends where the engine did rather than up to ProgressEvery earlier.
 func (w *Worker) reportProgress(ctx context.Context, att *attempt, log *slog.Logger) {
 	var last protocol.Progress
 	sent := false
+	defer func() {
+		if !errors.Is(context.Cause(ctx), errAttemptOver) {
+			return
+		}
+		w.mu.Lock()
+		p := att.progress
+		w.mu.Unlock()
+		if p == nil || (sent && *p == last) {
+			return
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.HeartbeatTimeout)
+		defer cancel()
+		if err := w.client.progress(fctx, att.a.JobID, &protocol.ProgressRequest{Attempt: att.a.Attempt, Token: att.a.Token, Progress: *p}); err != nil {
+			log.Debug("final progress post failed", "err", err)
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():

@@ -191,6 +191,7 @@ type harnessOptions struct {
 	workerTracing  trace.TracerProvider
 	blob           func(h *harness) blob.Store // default: the control plane's directory
 	before         func(w *Worker)             // adjusts seams before Run
+	progressEvery  time.Duration               // default 10ms
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -236,6 +237,9 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = time.Hour
+	}
+	if o.progressEvery > 0 {
+		cfg.ProgressEvery = o.progressEvery
 	}
 	if h.w, err = New(cfg); err != nil {
 		t.Fatal(err)

@@ -44,6 +44,8 @@ const tracerName = "github.com/avatargen/musetalk/worker"
 var (
 	errShutdownGrace = errors.New("worker shutting down: grace period over")
 	errStopped       = errors.New("worker stopped")
+	// errAttemptOver ends an attempt's helpers once its engine returned.
+	errAttemptOver = errors.New("attempt over")
 )
 
 // cancelOrder is the cause of an attempt cancelled by the control plane.

@@ -330,6 +330,22 @@ func TestRunWithSignalsTwoStages(t *testing.T) {
 	}
 }
 
+// Progress posts are throttled, but the record of a finished job ends where
+// the engine did: the last progress is flushed before complete.
+func TestFinalProgressReachesTheJob(t *testing.T) {
+	t.Parallel()
+	eng := newGateEngine("musetalk")
+	h := newHarness(t, harnessOptions{engines: []engine.Engine{eng}, progressEvery: time.Hour})
+	h.start()
+	id := h.submitDummy()
+	eng.waitStarted(t)
+	eng.release <- nil
+	waitFor(t, "the job to succeed", func() bool { return h.job(id).State == protocol.JobSucceeded })
+	if p := h.job(id).Progress; p == nil || p.FramesDone != 10 || p.FramesTotal != 10 {
+		t.Errorf("final progress %+v, want 10 of 10", p)
+	}
+}
+
 func TestFailureReporting(t *testing.T) {
 	t.Parallel()
 	eng := newGateEngine("musetalk")
