@@ -399,10 +399,13 @@ func (w *Worker) reportProgress(ctx context.Context, att *attempt, log *slog.Log
 			att.cancel(fmt.Errorf("progress: %w", err))
 			return
 		}
-		if err != nil && ctx.Err() == nil {
-			log.Debug("progress post failed", "err", err)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Debug("progress post failed", "err", err)
+			}
+		} else {
+			last, sent = *p, true // only a delivered report counts as sent
 		}
-		last, sent = *p, true
 		if !sleep(ctx, w.cfg.ProgressEvery, nil) {
 			return
 		}

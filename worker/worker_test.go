@@ -342,7 +342,7 @@ func TestFinalProgressReachesTheJob(t *testing.T) {
 	eng.release <- nil
 	waitFor(t, "the job to succeed", func() bool { return h.job(id).State == protocol.JobSucceeded })
 	if p := h.job(id).Progress; p == nil || p.FramesDone != 10 || p.FramesTotal != 10 {
-		t.Errorf("final progress %+v, want 10 of 10", p)
+		t.Errorf("final progress %+v, want 10 of 10\n%s", p, h.logs.String())
 	}
 }
 

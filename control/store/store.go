@@ -164,7 +164,9 @@ type AttemptParams struct {
 
 // JobProgressParams records progress and extends the lease to
 // Now+LeaseDuration. ProgressAt moves only if Progress differs from the
-// stored one.
+// stored one. A report in the stored stage with fewer frames done is a late
+// one and leaves the stored progress alone (heartbeats record progress the
+// same way).
 type JobProgressParams struct {
 	AttemptParams
 	Progress      protocol.Progress

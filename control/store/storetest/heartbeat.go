@@ -79,6 +79,27 @@ func heartbeatTests() map[string]func(t *testing.T, h *harness) {
 			eq(t, "progress at (no progress sent)", got.ProgressAt, ptr(at(time.Minute)))
 			eq(t, "worker points at", [2]any{r.Worker.JobID, r.Worker.Attempt}, [2]any{"job-1", 1})
 		},
+		// A heartbeat built before a progress post may arrive after it: within
+		// a stage, fewer frames done is a late report and changes nothing.
+		"LateProgressIgnored": func(t *testing.T, h *harness) {
+			h.insert("job-1")
+			j := h.claim("w1", at(time.Minute))
+			hb := func(now time.Time, pr protocol.Progress) {
+				h.heartbeat(&store.WorkerHeartbeatParams{ID: "w1", Status: protocol.WorkerBusy, JobID: j.ID, Attempt: j.Attempt,
+					Progress: &pr, LeaseDuration: time.Minute, Now: now})
+			}
+			done := protocol.Progress{Stage: "generate", FramesDone: 10, FramesTotal: 10}
+			hb(at(time.Minute+time.Second), done)
+			hb(at(time.Minute+2*time.Second), protocol.Progress{Stage: "generate", FramesDone: 3, FramesTotal: 10})
+			got := h.job("job-1")
+			eq(t, "progress kept", got.Progress, &done)
+			eq(t, "progress at kept", got.ProgressAt, ptr(at(time.Minute+time.Second)))
+			eq(t, "lease still extended", got.LeaseExpiresAt, ptr(at(2*time.Minute+2*time.Second)))
+			// A new stage starts its own count.
+			next := protocol.Progress{Stage: "encode", FramesDone: 1, FramesTotal: 10}
+			hb(at(time.Minute+3*time.Second), next)
+			eq(t, "next stage", h.job("job-1").Progress, &next)
+		},
 		"RecordsProgress": func(t *testing.T, h *harness) {
 			h.insert("job-1")
 			j := h.claim("w1", at(time.Minute))

@@ -231,7 +231,11 @@ func (t *tx) pick(ctx context.Context, p *store.JobClaimParams) (*store.Job, err
 func (t *tx) extendLease(ctx context.Context, j *store.Job, progress *protocol.Progress, lease time.Duration, now time.Time) (*store.Job, error) {
 	s := t.s
 	newProgress, progressAt := j.Progress, j.ProgressAt
-	if progress != nil && !sameProgress(progress, j.Progress) {
+	// Within a stage frames only grow: a report with fewer frames done is
+	// an older one that arrived late (a heartbeat overtaken by a progress
+	// post), and must not roll the record back.
+	late := progress != nil && j.Progress != nil && progress.Stage == j.Progress.Stage && progress.FramesDone < j.Progress.FramesDone
+	if progress != nil && !late && !sameProgress(progress, j.Progress) {
 		newProgress, progressAt = progress, &now
 	}
 	parg, err := progressArg(newProgress)
