@@ -17,39 +17,10 @@ const (
 	unetCrossAttnMid  = "UNetMidBlock2DCrossAttn"
 )
 
-// museTalkUNetJSON is MuseTalk's musetalk.json (v1.0 and v1.5 share it).
-const museTalkUNetJSON = `{
-  "_class_name": "UNet2DConditionModel",
-  "_diffusers_version": "0.6.0.dev0",
-  "act_fn": "silu",
-  "attention_head_dim": 8,
-  "block_out_channels": [320, 640, 1280, 1280],
-  "center_input_sample": false,
-  "cross_attention_dim": 384,
-  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-  "downsample_padding": 1,
-  "flip_sin_to_cos": true,
-  "freq_shift": 0,
-  "in_channels": 8,
-  "layers_per_block": 2,
-  "mid_block_scale_factor": 1,
-  "norm_eps": 1e-05,
-  "norm_num_groups": 32,
-  "out_channels": 4,
-  "sample_size": 64,
-  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-}`
-
 // MuseTalkUNetConfig returns MuseTalk's UNet config (musetalk.json): in 8 /
 // out 4, block_out_channels [320,640,1280,1280], 8 heads, cross-attention
 // dim 384. The network has 849,947,844 parameters.
-func MuseTalkUNetConfig() weights.UNetConfig {
-	c, err := weights.ParseUNetConfig([]byte(museTalkUNetJSON))
-	if err != nil {
-		panic("model: built-in musetalk.json: " + err.Error())
-	}
-	return *c
-}
+func MuseTalkUNetConfig() weights.UNetConfig { return weights.MuseTalkUNetConfig() }
 
 // unetPlan is a validated UNet config expanded per down block (up blocks
 // mirror it, the mid block uses the last entry).

@@ -13,33 +13,10 @@ const (
 	vaeUpBlock   = "UpDecoderBlock2D"
 )
 
-// sdVAEJSON is stabilityai/sd-vae-ft-mse's config.json; it has no
-// scaling_factor, so diffusers' default 0.18215 applies.
-const sdVAEJSON = `{
-  "_class_name": "AutoencoderKL",
-  "_diffusers_version": "0.4.2",
-  "act_fn": "silu",
-  "block_out_channels": [128, 256, 512, 512],
-  "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-  "in_channels": 3,
-  "latent_channels": 4,
-  "layers_per_block": 2,
-  "norm_num_groups": 32,
-  "out_channels": 3,
-  "sample_size": 256,
-  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]
-}`
-
 // SDVAEConfig returns the config of stabilityai/sd-vae-ft-mse, MuseTalk's
 // VAE: block_out_channels [128,256,512,512], 2 layers per block, latent 4,
 // scaling factor 0.18215. The network has 83,653,863 parameters.
-func SDVAEConfig() weights.VAEConfig {
-	c, err := weights.ParseVAEConfig([]byte(sdVAEJSON))
-	if err != nil {
-		panic("model: built-in sd-vae-ft-mse config: " + err.Error())
-	}
-	return *c
-}
+func SDVAEConfig() weights.VAEConfig { return weights.SDVAEConfig() }
 
 // ValidateVAEConfig reports why this package cannot build a VAE from cfg,
 // or nil.

@@ -9,46 +9,6 @@ import (
 	"testing"
 )
 
-// musetalkJSON is MuseTalk's musetalk.json as quoted in the design notes
-// (musetalk-pipeline.md §7.1) and in the golden reference_full_size_config.
-const musetalkJSON = `{
-  "_class_name": "UNet2DConditionModel",
-  "_diffusers_version": "0.6.0.dev0",
-  "act_fn": "silu",
-  "attention_head_dim": 8,
-  "block_out_channels": [320, 640, 1280, 1280],
-  "center_input_sample": false,
-  "cross_attention_dim": 384,
-  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-  "downsample_padding": 1,
-  "flip_sin_to_cos": true,
-  "freq_shift": 0,
-  "in_channels": 8,
-  "layers_per_block": 2,
-  "mid_block_scale_factor": 1,
-  "norm_eps": 1e-05,
-  "norm_num_groups": 32,
-  "out_channels": 4,
-  "sample_size": 64,
-  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-}`
-
-// sdVAEJSON is sd-vae-ft-mse's config.json: no scaling_factor.
-const sdVAEJSON = `{
-  "_class_name": "AutoencoderKL",
-  "_diffusers_version": "0.4.2",
-  "act_fn": "silu",
-  "block_out_channels": [128, 256, 512, 512],
-  "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-  "in_channels": 3,
-  "latent_channels": 4,
-  "layers_per_block": 2,
-  "norm_num_groups": 32,
-  "out_channels": 3,
-  "sample_size": 256,
-  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]
-}`
-
 // whisperTinyJSON is the encoder-relevant part of openai/whisper-tiny's
 // config.json, with fields of other kinds that the parser must ignore.
 const whisperTinyJSON = `{
@@ -75,7 +35,7 @@ const whisperTinyJSON = `{
 
 func TestUNetConfig(t *testing.T) {
 	t.Parallel()
-	c, err := ParseUNetConfig([]byte(musetalkJSON))
+	c, err := ParseUNetConfig([]byte(museTalkUNetJSON))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +60,7 @@ func TestUNetConfig(t *testing.T) {
 	}
 
 	// num_attention_heads, when set, wins; lists are per block.
-	c2, err := ParseUNetConfig([]byte(strings.Replace(musetalkJSON, `"attention_head_dim": 8`,
+	c2, err := ParseUNetConfig([]byte(strings.Replace(museTalkUNetJSON, `"attention_head_dim": 8`,
 		`"attention_head_dim": [5, 10, 20, 20], "num_attention_heads": [4, 8, 8, 8]`, 1)))
 	if err != nil {
 		t.Fatal(err)
@@ -110,12 +70,12 @@ func TestUNetConfig(t *testing.T) {
 	}
 
 	for name, bad := range map[string]string{
-		"class":    strings.Replace(musetalkJSON, "UNet2DConditionModel", "AutoencoderKL", 1),
-		"blocks":   strings.Replace(musetalkJSON, `["UpBlock2D", "CrossAttnUpBlock2D",`, `["CrossAttnUpBlock2D",`, 1),
-		"heads":    strings.Replace(musetalkJSON, `"attention_head_dim": 8`, `"attention_head_dim": 7`, 1),
-		"headlist": strings.Replace(musetalkJSON, `"attention_head_dim": 8`, `"attention_head_dim": [8, 8]`, 1),
-		"type":     strings.Replace(musetalkJSON, `"in_channels": 8`, `"in_channels": "8"`, 1),
-		"json":     musetalkJSON[:100],
+		"class":    strings.Replace(museTalkUNetJSON, "UNet2DConditionModel", "AutoencoderKL", 1),
+		"blocks":   strings.Replace(museTalkUNetJSON, `["UpBlock2D", "CrossAttnUpBlock2D",`, `["CrossAttnUpBlock2D",`, 1),
+		"heads":    strings.Replace(museTalkUNetJSON, `"attention_head_dim": 8`, `"attention_head_dim": 7`, 1),
+		"headlist": strings.Replace(museTalkUNetJSON, `"attention_head_dim": 8`, `"attention_head_dim": [8, 8]`, 1),
+		"type":     strings.Replace(museTalkUNetJSON, `"in_channels": 8`, `"in_channels": "8"`, 1),
+		"json":     museTalkUNetJSON[:100],
 	} {
 		if _, err := ParseUNetConfig([]byte(bad)); err == nil {
 			t.Errorf("%s: bad config accepted", name)
