@@ -79,6 +79,11 @@ type Ops interface {
 	// channels [h·Cq/Heads, (h+1)·Cq/Heads) of q and k and the matching
 	// slice of v: dst_h = softmax(Scale·q_h·k_hᵀ)·v_h.
 	Attention(dst, q, k, v *Tensor, p AttentionParams)
+	// AvgPool2D sets dst [N,C,Ho,Wo] to the mean of each window of x
+	// [N,C,H,W] (sizes from [Pool2DParams.OutSize]). Padded cells count as
+	// zeros in the mean, as PyTorch's default count_include_pad=True; a
+	// window the size of the map is a global average pool.
+	AvgPool2D(dst, x *Tensor, p Pool2DParams)
 	// Concat writes srcs one after another along axis into dst; all other
 	// dimensions must agree.
 	Concat(dst *Tensor, axis int, srcs ...*Tensor)
@@ -105,6 +110,11 @@ type Ops interface {
 	// LayerNorm normalises x over its last dimension and applies the affine
 	// weight and bias (shape [last], nil to skip). dst may be x.
 	LayerNorm(dst, x, weight, bias *Tensor, p LayerNormParams)
+	// L2Norm normalises x [N,C,...] across its channels at every position
+	// and scales each channel: dst = x / (sqrt(Σ_c x²) + eps) · weight[c],
+	// with eps added after the square root (S3FD's L2Norm). weight is [C].
+	// dst may be x.
+	L2Norm(dst, x, weight *Tensor, eps float32)
 	// Linear sets dst [..., Nout] = x [..., K] · wᵀ + bias, with w
 	// [Nout,K] (PyTorch layout) and bias [Nout] or nil.
 	Linear(dst, x, w, bias *Tensor)
@@ -113,6 +123,10 @@ type Ops interface {
 	// a is [..., M, K] ([..., K, M] transposed), b is [..., K, N] ([..., N,
 	// K] transposed) or a rank-2 matrix shared by every batch entry.
 	MatMul(dst, a, b *Tensor, p MatMulParams)
+	// MaxPool2D sets dst [N,C,Ho,Wo] to the maximum of each window of x
+	// [N,C,H,W] (sizes from [Pool2DParams.OutSize]); padded cells never
+	// win. A NaN in a window gives NaN.
+	MaxPool2D(dst, x *Tensor, p Pool2DParams)
 	// Mul sets dst = a · b elementwise, broadcasting b as [Ops.Add] does.
 	Mul(dst, a, b *Tensor)
 	// Permute sets dst = x.permute(perm...) as in PyTorch: dst dimension i
@@ -128,6 +142,12 @@ type Ops interface {
 	SiLU(dst, x *Tensor)
 	// Softmax applies softmax over the last dimension. dst may be x.
 	Softmax(dst, x *Tensor)
+	// UpsampleBilinear resizes x [N,C,H,W] to dst [N,C,H2,W2] by bilinear
+	// interpolation with PyTorch's F.interpolate(mode="bilinear")
+	// semantics: with alignCorners the corner pixels' centres coincide
+	// (src = dst·(in−1)/(out−1)); without, half-pixel centres clamped at
+	// the edges (src = (dst+0.5)·in/out − 0.5, at least 0).
+	UpsampleBilinear(dst, x *Tensor, alignCorners bool)
 	// UpsampleNearest resizes x [N,C,H,W] to dst [N,C,H2,W2] by nearest
 	// neighbour, reading source index floor(i·H/H2) (PyTorch's legacy
 	// "nearest"; exact for integer factors such as ×2).

@@ -12,6 +12,7 @@ type Op uint8
 const (
 	OpAdd Op = iota
 	OpAttention
+	OpAvgPool2D
 	OpConcat
 	OpConv1D
 	OpConv2D
@@ -20,8 +21,10 @@ const (
 	OpGELU
 	OpGroupNorm
 	OpLayerNorm
+	OpL2Norm
 	OpLinear
 	OpMatMul
+	OpMaxPool2D
 	OpMul
 	OpPermute
 	OpReLU
@@ -29,32 +32,37 @@ const (
 	OpSigmoid
 	OpSiLU
 	OpSoftmax
+	OpUpsampleBilinear
 	OpUpsampleNearest
 	opCount
 )
 
 // opNames has one entry per Op; a test fails if any is empty.
 var opNames = [opCount]string{
-	OpAdd:             "add",
-	OpAttention:       "attention",
-	OpConcat:          "concat",
-	OpConv1D:          "conv1d",
-	OpConv2D:          "conv2d",
-	OpCopy:            "copy",
-	OpGEGLU:           "geglu",
-	OpGELU:            "gelu",
-	OpGroupNorm:       "group_norm",
-	OpLayerNorm:       "layer_norm",
-	OpLinear:          "linear",
-	OpMatMul:          "matmul",
-	OpMul:             "mul",
-	OpPermute:         "permute",
-	OpReLU:            "relu",
-	OpScale:           "scale",
-	OpSigmoid:         "sigmoid",
-	OpSiLU:            "silu",
-	OpSoftmax:         "softmax",
-	OpUpsampleNearest: "upsample_nearest",
+	OpAdd:              "add",
+	OpAttention:        "attention",
+	OpAvgPool2D:        "avg_pool2d",
+	OpConcat:           "concat",
+	OpConv1D:           "conv1d",
+	OpConv2D:           "conv2d",
+	OpCopy:             "copy",
+	OpGEGLU:            "geglu",
+	OpGELU:             "gelu",
+	OpGroupNorm:        "group_norm",
+	OpLayerNorm:        "layer_norm",
+	OpL2Norm:           "l2_norm",
+	OpLinear:           "linear",
+	OpMatMul:           "matmul",
+	OpMaxPool2D:        "max_pool2d",
+	OpMul:              "mul",
+	OpPermute:          "permute",
+	OpReLU:             "relu",
+	OpScale:            "scale",
+	OpSigmoid:          "sigmoid",
+	OpSiLU:             "silu",
+	OpSoftmax:          "softmax",
+	OpUpsampleBilinear: "upsample_bilinear",
+	OpUpsampleNearest:  "upsample_nearest",
 }
 
 // AllOps returns every op in the table, in order.
@@ -153,4 +161,26 @@ type LayerNormParams struct {
 type MatMulParams struct {
 	Alpha          float32
 	TransA, TransB bool
+}
+
+// Pool2DParams configures [Ops.MaxPool2D] and [Ops.AvgPool2D]: a
+// KernelH×KernelW window moved by the strides over the input padded on each
+// side. Output sizes floor, as PyTorch's default (ceil_mode=False). A zero
+// stride means 1.
+type Pool2DParams struct {
+	KernelH, KernelW                     int
+	StrideH, StrideW                     int
+	PadTop, PadLeft, PadBottom, PadRight int
+}
+
+// Pool2D returns square parameters: a k×k window, stride s, padding pad on
+// every side (PyTorch's MaxPool2d(k, s, pad)).
+func Pool2D(k, s, pad int) Pool2DParams {
+	return Pool2DParams{KernelH: k, KernelW: k, StrideH: s, StrideW: s, PadTop: pad, PadLeft: pad, PadBottom: pad, PadRight: pad}
+}
+
+// OutSize returns the output height and width for an h×w input.
+func (p Pool2DParams) OutSize(h, w int) (int, int) {
+	return (h+p.PadTop+p.PadBottom-p.KernelH)/max(p.StrideH, 1) + 1,
+		(w+p.PadLeft+p.PadRight-p.KernelW)/max(p.StrideW, 1) + 1
 }

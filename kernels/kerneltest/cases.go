@@ -447,6 +447,55 @@ func layoutCases() []testCase {
 			h.check(dst, want, tolExact())
 		}})
 	}
+	type pool struct {
+		in []int
+		p  kernels.Pool2DParams
+	}
+	for _, c := range []pool{
+		{[]int{1, 3, 8, 8}, kernels.Pool2D(2, 2, 0)}, {[]int{2, 2, 7, 9}, kernels.Pool2D(2, 2, 0)},
+		{[]int{1, 4, 15, 15}, kernels.Pool2D(3, 2, 1)}, {[]int{1, 2, 6, 5}, kernels.Pool2DParams{KernelH: 6, KernelW: 5}},
+		{[]int{1, 64, 8, 8}, kernels.Pool2D(8, 8, 0)}, {[]int{1, 1, 9, 11}, kernels.Pool2DParams{KernelH: 2, KernelW: 3, StrideH: 1, StrideW: 2, PadLeft: 1}},
+	} {
+		nc, h, w := c.in[0]*c.in[1], c.in[2], c.in[3]
+		ho, wo := c.p.OutSize(h, w)
+		name := fmt.Sprintf("%v_%+v", c.in, c.p)
+		cs = append(cs, testCase{kernels.OpMaxPool2D, name, func(h2 *harness) {
+			x, xt := h2.input(1, c.in...)
+			dst := h2.output(c.in[0], c.in[1], ho, wo)
+			h2.b.MaxPool2D(dst, xt, c.p)
+			h2.check(dst, refPool(x, nc, h, w, c.p, true), tolExact())
+		}}, testCase{kernels.OpAvgPool2D, name, func(h2 *harness) {
+			x, xt := h2.input(1, c.in...)
+			dst := h2.output(c.in[0], c.in[1], ho, wo)
+			h2.b.AvgPool2D(dst, xt, c.p)
+			h2.check(dst, refPool(x, nc, h, w, c.p, false), tolPointwise())
+		}})
+	}
+	for _, c := range []up{
+		{[]int{1, 19, 30, 30}, []int{1, 19, 240, 240}}, {[]int{2, 3, 5, 7}, []int{2, 3, 10, 14}},
+		{[]int{1, 2, 8, 8}, []int{1, 2, 15, 15}}, {[]int{1, 2, 6, 6}, []int{1, 2, 4, 9}}, {[]int{1, 1, 1, 3}, []int{1, 1, 4, 1}},
+	} {
+		for _, align := range []bool{true, false} {
+			cs = append(cs, testCase{kernels.OpUpsampleBilinear, fmt.Sprintf("%v_to_%v_align%v", c.in, c.out, align), func(h *harness) {
+				x, xt := h.input(1, c.in...)
+				want := refBilinear(x, c.in[0]*c.in[1], c.in[2], c.in[3], c.out[2], c.out[3], align)
+				dst := h.output(c.out...)
+				h.b.UpsampleBilinear(dst, xt, align)
+				h.check(dst, want, tolNorm())
+			}})
+		}
+	}
+	for _, shape := range [][]int{{1, 256, 32, 32}, {2, 3, 5, 7}, {1, 512, 4, 3}, {3, 7}} {
+		cs = append(cs, testCase{kernels.OpL2Norm, fmt.Sprint(shape), func(h *harness) {
+			x, xt := h.input(1, shape...)
+			c := shape[1]
+			wt, wtt := h.input(1, c)
+			plane := len(x) / (shape[0] * c)
+			dst := h.output(shape...)
+			h.b.L2Norm(dst, xt, wtt, 1e-10)
+			h.check(dst, refL2Norm(x, shape[0], c, plane, wt, 1e-10), tolNorm())
+		}})
+	}
 	for _, shape := range [][]int{{1}, {3, 70001}} {
 		cs = append(cs, testCase{kernels.OpCopy, fmt.Sprint(shape), func(h *harness) {
 			x, xt := h.input(1, shape...)

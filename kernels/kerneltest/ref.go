@@ -1,6 +1,10 @@
 package kerneltest
 
-import "math"
+import (
+	"math"
+
+	"github.com/avatargen/musetalk/kernels"
+)
 
 // The reference implementations: naive loops in float64. Each returns the
 // expected output and, for ops that sum products, the per-element sum of
@@ -272,6 +276,88 @@ func refConcat(srcs [][]float64, shapes [][]int, axis int) []float64 {
 			inner := len(s) / outer
 			_ = shapes[i]
 			out = append(out, s[o*inner:(o+1)*inner]...)
+		}
+	}
+	return out
+}
+
+// refPool applies a max or average pool (count_include_pad) to each of nc
+// planes.
+func refPool(x []float64, nc, h, w int, p kernels.Pool2DParams, isMax bool) []float64 {
+	ho, wo := p.OutSize(h, w)
+	out := make([]float64, 0, nc*ho*wo)
+	sh, sw := max(p.StrideH, 1), max(p.StrideW, 1)
+	for pl := range nc {
+		for oy := range ho {
+			for ox := range wo {
+				ys, xs := oy*sh-p.PadTop, ox*sw-p.PadLeft
+				ye, xe := min(ys+p.KernelH, h+p.PadBottom), min(xs+p.KernelW, w+p.PadRight)
+				acc, n := math.Inf(-1), (ye-ys)*(xe-xs)
+				if !isMax {
+					acc = 0
+				}
+				for y := max(ys, 0); y < min(ye, h); y++ {
+					for xx := max(xs, 0); xx < min(xe, w); xx++ {
+						v := x[(pl*h+y)*w+xx]
+						if isMax {
+							acc = math.Max(acc, v)
+						} else {
+							acc += v
+						}
+					}
+				}
+				if !isMax {
+					acc /= float64(n)
+				}
+				out = append(out, acc)
+			}
+		}
+	}
+	return out
+}
+
+// refBilinear resizes each of nc planes with PyTorch's bilinear rules.
+func refBilinear(x []float64, nc, h, w, h2, w2 int, align bool) []float64 {
+	src := func(d, in, out int) (int, int, float64) {
+		var s float64
+		switch {
+		case align && out > 1:
+			s = float64(d) * float64(in-1) / float64(out-1)
+		case !align:
+			s = math.Max((float64(d)+0.5)*float64(in)/float64(out)-0.5, 0)
+		}
+		i0 := min(int(s), in-1)
+		return i0, min(i0+1, in-1), s - float64(i0)
+	}
+	out := make([]float64, 0, nc*h2*w2)
+	for pl := range nc {
+		for y := range h2 {
+			y0, y1, ly := src(y, h, h2)
+			for i := range w2 {
+				x0, x1, lx := src(i, w, w2)
+				at := func(yy, xx int) float64 { return x[(pl*h+yy)*w+xx] }
+				out = append(out, (1-ly)*((1-lx)*at(y0, x0)+lx*at(y0, x1))+ly*((1-lx)*at(y1, x0)+lx*at(y1, x1)))
+			}
+		}
+	}
+	return out
+}
+
+// refL2Norm normalises x [n, c, plane] across channels and scales by wt.
+func refL2Norm(x []float64, n, c, plane int, wt []float64, eps float64) []float64 {
+	out := make([]float64, len(x))
+	for b := range n {
+		for p := range plane {
+			var s float64
+			for ch := range c {
+				v := x[(b*c+ch)*plane+p]
+				s += v * v
+			}
+			norm := math.Sqrt(s) + eps
+			for ch := range c {
+				i := (b*c+ch)*plane + p
+				out[i] = x[i] / norm * wt[ch]
+			}
 		}
 	}
 	return out
