@@ -1,0 +1,40 @@
+package avatar
+
+import (
+	"fmt"
+
+	"github.com/avatargen/musetalk/media"
+)
+
+// checkFaceBox reports an error wrapping ErrInvalidOptions unless the
+// override box lies inside a w×h frame.
+func checkFaceBox(b media.Box, w, h int) error {
+	if b[0] < 0 || b[1] < 0 || b[2] > w || b[3] > h || b[2] <= b[0] || b[3] <= b[1] {
+		return fmt.Errorf("%w: face box %v does not lie inside the %dx%d frame with x1 < x2 and y1 < y2",
+			ErrInvalidOptions, b, w, h)
+	}
+	return nil
+}
+
+// faceBox turns a detected (or overriding) box into the box the face is
+// cropped from and blended at, for a w×h frame and normalized options n.
+// The box is first clipped to the frame (detectors may overshoot; NumPy
+// slicing clips the same way); an empty result means no face. Then v1's
+// bbox_shift moves the upper edge by 2·shift (clamped at 0; dropped when
+// it would empty the box), and v1.5's extra margin moves the lower edge
+// down, clamped to the frame.
+func faceBox(b media.Box, w, h int, n Options) (media.Box, bool) {
+	b = media.Box{max(b[0], 0), max(b[1], 0), min(b[2], w), min(b[3], h)}
+	if b[2] <= b[0] || b[3] <= b[1] {
+		return media.Box{}, false
+	}
+	if s := n.BBoxShift; s != 0 {
+		if top := max(b[1]+2*s, 0); top < b[3] {
+			b[1] = top
+		}
+	}
+	if n.Version == VersionV15 {
+		b[3] = min(b[3]+n.ExtraMargin, h)
+	}
+	return b, true
+}

@@ -1,0 +1,281 @@
+package avatar
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/avatargen/musetalk/media"
+)
+
+// checkFrame verifies one prepared face frame against MuseTalk's pixel
+// path computed directly from the stored source frame: the latent equals
+// a one-image-at-a-time VAE encode of the crop (masked, then reference),
+// the mask equals media.BlendMask of the parser's map, and the parser saw
+// the RGB crop square.
+func checkFrame(t *testing.T, nets Networks, a *Avatar, i int, wantFace media.Box, opt Options, parsed *media.Image8) {
+	t.Helper()
+	f := a.Frames[i]
+	if !f.HasFace || f.Face != wantFace {
+		t.Fatalf("frame %d: face %v (has %v), want %v", i, f.Face, f.HasFace, wantFace)
+	}
+	crop, _ := media.CropBox(wantFace, 1.5)
+	if f.Crop != crop {
+		t.Fatalf("frame %d: crop %v, want %v", i, f.Crop, crop)
+	}
+	frame, err := a.FrameBGR(i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(f.Latent, directLatent(t, nets, frame, wantFace)); d > 1e-5 {
+		t.Errorf("frame %d: latent differs from a direct encode by %g", i, d)
+	}
+	if !slices.Equal(a.LatentShape, []int{8, 32, 32}) || len(f.Latent) != 8*32*32 {
+		t.Errorf("frame %d: latent shape %v, %d values", i, a.LatentShape, len(f.Latent))
+	}
+	pm, _ := media.ParsingMask(classMap(ParseSize), opt.ParsingMode, opt.LeftCheek, opt.RightCheek)
+	want := media.BlendMask(pm, wantFace, crop, 0.5, 0.1)
+	if f.Mask == nil || f.Mask.W != crop[2]-crop[0] || f.Mask.H != crop[3]-crop[1] || !bytes.Equal(f.Mask.Pix, want.Pix) {
+		t.Errorf("frame %d: mask differs from media.BlendMask", i)
+	}
+	if parsed != nil {
+		wantIn := frame.SwapRB().Crop(crop[0], crop[1], crop[2], crop[3])
+		if parsed.W != wantIn.W || parsed.H != wantIn.H || !bytes.Equal(parsed.Pix, wantIn.Pix) {
+			t.Errorf("frame %d: the parser got a %dx%d image, not the RGB crop square", i, parsed.W, parsed.H)
+		}
+	}
+}
+
+func TestPrepareStillWithFaceBox(t *testing.T) {
+	still := fixture(t, "still.png")
+	nets := testNets(t)
+	dir := filepath.Join(t.TempDir(), "entry")
+	opt := DefaultOptions()
+	opt.FaceBox = &testFaceBox
+	var prog [][2]int
+	a, err := Prepare(context.Background(), still, dir, opt, nets, func(d, n int) { prog = append(prog, [2]int{d, n}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if a.W != 512 || a.H != 512 || len(a.Frames) != 1 || a.FPS.Cmp(big.NewRat(25, 1)) != 0 || a.Key != "" {
+		t.Fatalf("avatar %dx%d, %d frames, fps %v, key %q", a.W, a.H, len(a.Frames), a.FPS, a.Key)
+	}
+	if !slices.Equal(prog, [][2]int{{1, 1}}) {
+		t.Errorf("progress %v", prog)
+	}
+	// v1.5 extends the box by the 10 px extra margin (golden case i's v15 box).
+	face := media.Box{178, 56, 270, 192}
+	parser := nets.Parser.(*fakeParser)
+	checkFrame(t, nets, a, 0, face, mustNormalize(t, opt), parser.inputs[0])
+	frame, _ := a.FrameBGR(0)
+	if src := decodeBGR(t, still); !bytes.Equal(frame.Pix, src[0].Pix) {
+		t.Error("stored frame differs from the decoded still")
+	}
+	if _, err := a.FrameBGR(1); err == nil {
+		t.Error("FrameBGR(1) of a still succeeded")
+	}
+
+	// The directory reopens to the same avatar.
+	b, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.W != a.W || b.H != a.H || b.FPS.Cmp(a.FPS) != 0 || !slices.Equal(b.LatentShape, a.LatentShape) ||
+		b.Options.Version != "v15" || b.Options.ExtraMargin != 10 || *b.Options.FaceBox != testFaceBox {
+		t.Fatalf("reopened %+v", b)
+	}
+	fa, fb := a.Frames[0], b.Frames[0]
+	if fa.Face != fb.Face || fa.Crop != fb.Crop || !slices.Equal(fa.Latent, fb.Latent) || !bytes.Equal(fa.Mask.Pix, fb.Mask.Pix) {
+		t.Error("reopened frame differs")
+	}
+}
+
+func mustNormalize(t *testing.T, o Options) Options {
+	t.Helper()
+	n, err := o.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestPrepareVideoWithDetector(t *testing.T) {
+	video := fixture(t, "video.mp4")
+	nets := testNets(t)
+	det := &fakeDetector{
+		box:    media.Box{170, 50, 280, 190},
+		noFace: map[int]bool{1: true, 4: true, 5: true},
+		// Frame 2's box overshoots the frame: it is clipped, then the
+		// margin is clamped at the bottom edge.
+		boxes: map[int]media.Box{2: {400, 420, 600, 530}},
+	}
+	nets.Detector = det
+	nets.EncodeBatch = 2
+	opt := Options{Version: "v1", BBoxShift: -5, FPS: big.NewRat(25, 1)}
+	var prog [][2]int
+	a, err := Prepare(context.Background(), video, filepath.Join(t.TempDir(), "e"), opt, nets, func(d, n int) {
+		prog = append(prog, [2]int{d, n})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if len(a.Frames) != 6 || a.FPS.Cmp(big.NewRat(25, 1)) != 0 || a.FaceFrames() != 3 {
+		t.Fatalf("%d frames (%d with a face) at %v fps", len(a.Frames), a.FaceFrames(), a.FPS)
+	}
+	if det.calls.Load() != 6 || nets.Parser.(*fakeParser).calls.Load() != 3 {
+		t.Errorf("detector called %d times, parser %d", det.calls.Load(), nets.Parser.(*fakeParser).calls.Load())
+	}
+	for i, p := range prog {
+		if p != [2]int{i + 1, 6} {
+			t.Fatalf("progress %v", prog)
+		}
+	}
+	if len(prog) != 6 {
+		t.Fatalf("progress %v", prog)
+	}
+	src := decodeBGR(t, video)
+	n := mustNormalize(t, opt)
+	inputs := nets.Parser.(*fakeParser).inputs
+	// v1: bbox_shift −5 raises the top by 10 px, no extra margin.
+	want := map[int]media.Box{0: {170, 40, 280, 190}, 2: {400, 410, 512, 512}, 3: {170, 40, 280, 190}}
+	k := 0
+	for i, f := range a.Frames {
+		frame, err := a.FrameBGR(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(frame.Pix, src[i].Pix) {
+			t.Errorf("frame %d: stored pixels differ from the decoded video", i)
+		}
+		w, ok := want[i]
+		if !ok {
+			if f.HasFace || f.Latent != nil || f.Mask != nil || f.Face != (media.Box{}) {
+				t.Errorf("frame %d: no-face frame %+v", i, f)
+			}
+			continue
+		}
+		checkFrame(t, nets, a, i, w, n, inputs[k])
+		k++
+	}
+	if bytes.Equal(src[0].Pix, src[3].Pix) {
+		t.Error("the fixture's frames do not differ")
+	}
+	b, err := Open(a.dirForTest(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for i := range a.Frames {
+		if a.Frames[i].HasFace != b.Frames[i].HasFace || !slices.Equal(a.Frames[i].Latent, b.Frames[i].Latent) {
+			t.Errorf("reopened frame %d differs", i)
+		}
+	}
+}
+
+// dirForTest returns the directory of a's frame file.
+func (a *Avatar) dirForTest(t *testing.T) string {
+	t.Helper()
+	return filepath.Dir(a.frames.Name())
+}
+
+func TestPrepareErrors(t *testing.T) {
+	still := fixture(t, "still.png")
+	nets := testNets(t)
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		box  media.Box
+	}{
+		{"outside", media.Box{400, 400, 600, 600}},
+		{"inverted", media.Box{200, 100, 100, 200}},
+		{"negative", media.Box{-1, 0, 100, 100}},
+	} {
+		dir := filepath.Join(t.TempDir(), "e")
+		opt := DefaultOptions()
+		opt.FaceBox = &c.box
+		_, err := Prepare(ctx, still, dir, opt, nets, nil)
+		if !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if _, serr := os.Stat(dir); !os.IsNotExist(serr) {
+			t.Errorf("%s: %s left behind", c.name, dir)
+		}
+	}
+	// Not a media file.
+	bad := filepath.Join(t.TempDir(), "bad.mp4")
+	os.WriteFile(bad, []byte("not a video"), 0o644)
+	if _, err := Prepare(ctx, bad, filepath.Join(t.TempDir(), "e"), DefaultOptions(), Networks{Backend: nets.Backend, VAE: nets.VAE, Parser: nets.Parser, Detector: &fakeDetector{}}, nil); !errors.Is(err, media.ErrUnreadable) {
+		t.Errorf("garbage file: %v", err)
+	}
+	// No detector and no face box.
+	if _, err := Prepare(ctx, still, filepath.Join(t.TempDir(), "e"), DefaultOptions(), nets, nil); err == nil {
+		t.Error("prepared without a detector")
+	}
+	// A non-empty directory is refused and kept.
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "x"), nil, 0o644)
+	opt := DefaultOptions()
+	opt.FaceBox = &testFaceBox
+	if _, err := Prepare(ctx, still, dir, opt, nets, nil); err == nil {
+		t.Error("prepared into a non-empty directory")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestPrepareCancel(t *testing.T) {
+	video := fixture(t, "video.mp4")
+	nets := testNets(t)
+	nets.Detector = &fakeDetector{box: media.Box{170, 50, 280, 190}}
+	nets.EncodeBatch = 1
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "e")
+	last := 0
+	_, err := Prepare(ctx, video, dir, Options{Version: "v1"}, nets, func(d, n int) {
+		last = d
+		if d == 2 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v", err)
+	}
+	if last != 2 {
+		t.Errorf("preparation went on to frame %d after the cancel", last)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s left behind", dir)
+	}
+}
+
+func TestPrepareDegenerateDetections(t *testing.T) {
+	video := fixture(t, "video.mp4")
+	nets := testNets(t)
+	// Boxes entirely outside, empty, and a 1-pixel face (no blend square)
+	// all become no-face frames rather than errors.
+	nets.Detector = &fakeDetector{box: media.Box{170, 50, 280, 190}, boxes: map[int]media.Box{
+		0: {600, 600, 700, 700}, 1: {100, 100, 100, 200}, 2: {-50, -50, -10, -10}, 3: {10, 10, 11, 11},
+	}}
+	a, err := Prepare(context.Background(), video, filepath.Join(t.TempDir(), "e"), Options{Version: "v1"}, nets, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var has []bool
+	for _, f := range a.Frames {
+		has = append(has, f.HasFace)
+	}
+	if !slices.Equal(has, []bool{false, false, false, false, true, true}) {
+		t.Errorf("faces %v", has)
+	}
+}
