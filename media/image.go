@@ -451,32 +451,96 @@ func GaussianBlur(m *Image8, ksize int) *Image8 {
 // at (ay, ax): samples outside m are ignored, and the kernel is not
 // reflected.
 func Morph(m *Image8, kernel []uint8, kh, kw, ay, ax int, dilate bool) *Image8 {
+	// The element is split into horizontal runs of ones; a run of length L
+	// at kernel row i is one lookup in a table of windowed extrema of
+	// length L, built by doubling (a window of L is two overlapping windows
+	// of the largest power of two ≤ L). Rows are padded with the identity
+	// so that samples outside m are ignored, as OpenCV's default border.
+	ident := uint8(255)
+	pick := func(a, b uint8) uint8 { return min(a, b) }
+	if dilate {
+		ident = 0
+		pick = func(a, b uint8) uint8 { return max(a, b) }
+	}
+	type run struct{ row, col, n int }
+	var runs []run
+	for i := range kh {
+		for j := 0; j < kw; {
+			if kernel[i*kw+j] == 0 {
+				j++
+				continue
+			}
+			j0 := j
+			for j < kw && kernel[i*kw+j] != 0 {
+				j++
+			}
+			runs = append(runs, run{i, j0, j - j0})
+		}
+	}
+	pw := m.W + kw // padded row: ax identity samples, the row, then the rest
+	pow := map[int][]uint8{1: make([]uint8, m.H*pw)}
+	for y := range m.H {
+		row := pow[1][y*pw : (y+1)*pw]
+		for x := range row {
+			row[x] = ident
+		}
+		copy(row[ax:], m.Pix[y*m.W:(y+1)*m.W])
+	}
+	for p := 1; 2*p <= kw; p *= 2 {
+		src, dst := pow[p], make([]uint8, m.H*pw)
+		for i := range dst {
+			dst[i] = ident
+		}
+		for y := range m.H {
+			s, d := src[y*pw:(y+1)*pw], dst[y*pw:(y+1)*pw]
+			for x := 0; x+p < pw; x++ {
+				d[x] = pick(s[x], s[x+p])
+			}
+		}
+		pow[2*p] = dst
+	}
+	table := map[int][]uint8{}
+	for _, r := range runs {
+		if _, ok := table[r.n]; ok {
+			continue
+		}
+		p := 1
+		for 2*p <= r.n {
+			p *= 2
+		}
+		src := pow[p]
+		if p == r.n {
+			table[r.n] = src
+			continue
+		}
+		dst := make([]uint8, m.H*pw)
+		for i := range dst {
+			dst[i] = ident
+		}
+		for y := range m.H {
+			s, d := src[y*pw:(y+1)*pw], dst[y*pw:(y+1)*pw]
+			for x := 0; x+r.n-p < pw; x++ {
+				d[x] = pick(s[x], s[x+r.n-p])
+			}
+		}
+		table[r.n] = dst
+	}
 	out := NewImage8(m.W, m.H, 1)
 	for y := range m.H {
-		for x := range m.W {
-			v := 255
-			if dilate {
-				v = 0
+		o := out.Pix[y*m.W : (y+1)*m.W]
+		for x := range o {
+			o[x] = ident
+		}
+		for _, r := range runs {
+			sy := y + r.row - ay
+			if sy < 0 || sy >= m.H {
+				continue
 			}
-			for i := range kh {
-				sy := y + i - ay
-				if sy < 0 || sy >= m.H {
-					continue
-				}
-				for j := range kw {
-					sx := x + j - ax
-					if kernel[i*kw+j] == 0 || sx < 0 || sx >= m.W {
-						continue
-					}
-					p := int(m.Pix[sy*m.W+sx])
-					if dilate {
-						v = max(v, p)
-					} else {
-						v = min(v, p)
-					}
-				}
+			// Output x reads padded columns x+col … x+col+n−1.
+			t := table[r.n][sy*pw+r.col : sy*pw+r.col+m.W]
+			for x, v := range t {
+				o[x] = pick(o[x], v)
 			}
-			out.Pix[y*m.W+x] = uint8(v)
 		}
 	}
 	return out

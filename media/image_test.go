@@ -1,6 +1,10 @@
 package media
 
-import "testing"
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
 
 func TestGaussianKernel8(t *testing.T) {
 	for k := 1; k <= 31; k += 2 {
@@ -69,6 +73,68 @@ func TestResizeIdentity(t *testing.T) {
 			if got.Pix[i] != m.Pix[i] {
 				t.Errorf("%s: same-size resize changed value %d: %d -> %d", name, i, m.Pix[i], got.Pix[i])
 				break
+			}
+		}
+	}
+}
+
+// naiveMorph is the definition of Morph: every kernel tap, every pixel.
+func naiveMorph(m *Image8, kernel []uint8, kh, kw, ay, ax int, dilate bool) *Image8 {
+	out := NewImage8(m.W, m.H, 1)
+	for y := range m.H {
+		for x := range m.W {
+			v := 255
+			if dilate {
+				v = 0
+			}
+			for i := range kh {
+				for j := range kw {
+					sy, sx := y+i-ay, x+j-ax
+					if kernel[i*kw+j] == 0 || sy < 0 || sy >= m.H || sx < 0 || sx >= m.W {
+						continue
+					}
+					if p := int(m.Pix[sy*m.W+sx]); dilate {
+						v = max(v, p)
+					} else {
+						v = min(v, p)
+					}
+				}
+			}
+			out.Pix[y*m.W+x] = uint8(v)
+		}
+	}
+	return out
+}
+
+func TestMorphMatchesDefinition(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	type k struct {
+		kernel         []uint8
+		kh, kw, ay, ax int
+	}
+	kernels := []k{{JawKernel(), 33, 33, 16, 16}, {CheekKernel(), 3, 35, 1, 17}, {[]uint8{1}, 1, 1, 0, 0}}
+	for range 6 {
+		kh, kw := 1+rng.IntN(7), 1+rng.IntN(40)
+		kern := make([]uint8, kh*kw)
+		for i := range kern {
+			if rng.IntN(3) > 0 {
+				kern[i] = 1
+			}
+		}
+		kernels = append(kernels, k{kern, kh, kw, rng.IntN(kh), rng.IntN(kw)})
+	}
+	for _, size := range [][2]int{{1, 1}, {5, 3}, {37, 29}, {64, 48}} {
+		m := NewImage8(size[0], size[1], 1)
+		for i := range m.Pix {
+			m.Pix[i] = uint8(rng.IntN(4) * 85) // few levels: ties and plateaus
+		}
+		for ki, kk := range kernels {
+			for _, dilate := range []bool{true, false} {
+				got := Morph(m, kk.kernel, kk.kh, kk.kw, kk.ay, kk.ax, dilate)
+				want := naiveMorph(m, kk.kernel, kk.kh, kk.kw, kk.ay, kk.ax, dilate)
+				if !slices.Equal(got.Pix, want.Pix) {
+					t.Fatalf("%dx%d kernel %d (%dx%d anchor %d,%d) dilate=%v: differs from the definition", size[0], size[1], ki, kk.kh, kk.kw, kk.ay, kk.ax, dilate)
+				}
 			}
 		}
 	}
