@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -129,33 +131,85 @@ type tinyNet struct {
 // norm scales 1 + 0.2·N(0,1) (S3FD's L2Norm scales 10, 8 and 5 times
 // that); BatchNorm running means 0.1·N(0,1) and variances exp(0.3·N(0,1)).
 func WriteTiny(dir string, seed uint64) error {
-	configs := []struct {
-		path  string
-		value map[string]any
-		parse func([]byte) error
-	}{
-		{"musetalk/musetalk.json", tinyUNetJSON(), parseUNet},
-		{"musetalkV15/musetalk.json", tinyUNetJSON(), parseUNet},
-		{"sd-vae/config.json", tinyVAEJSON(), parseVAE},
-		{"whisper/config.json", tinyWhisperJSON(), parseWhisper},
-		{"whisper/preprocessor_config.json", whisperPreprocessorJSON(), nil},
+	return writeRandom(dir, seed, "tiny", map[string]any{
+		"musetalk/musetalk.json":           tinyUNetJSON(),
+		"musetalkV15/musetalk.json":        tinyUNetJSON(),
+		"sd-vae/config.json":               tinyVAEJSON(),
+		"whisper/config.json":              tinyWhisperJSON(),
+		"whisper/preprocessor_config.json": whisperPreprocessorJSON(),
+	}, weights.F32)
+}
+
+// WriteFullSize writes a weight directory like [WriteTiny] but with the
+// real networks' configs (MuseTalk's musetalk.json, sd-vae-ft-mse,
+// whisper-tiny), so every network has its full size: seeded random
+// weights for benchmarks, about 1.9 GB on disk (the UNets and VAE as F16).
+func WriteFullSize(dir string, seed uint64) error {
+	configs, err := fullSizeConfigs()
+	if err != nil {
+		return fmt.Errorf("writing full-size weights: %w", err)
+	}
+	return writeRandom(dir, seed, "full-size", configs, weights.F16)
+}
+
+// fullSizeConfigs returns the config files of the real networks.
+func fullSizeConfigs() (map[string]any, error) {
+	var unet, vae map[string]any
+	if err := json.Unmarshal(weights.MuseTalkUNetJSON(), &unet); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(weights.SDVAEJSON(), &vae); err != nil {
+		return nil, err
+	}
+	w := weights.DefaultWhisperConfig()
+	whisper := tinyWhisperJSON()
+	for k, v := range map[string]int{
+		"d_model": w.DModel, "encoder_layers": w.EncoderLayers, "encoder_attention_heads": w.EncoderAttentionHeads,
+		"encoder_ffn_dim": w.EncoderFFNDim, "decoder_layers": w.DecoderLayers,
+		"decoder_attention_heads": w.DecoderAttentionHeads, "decoder_ffn_dim": w.DecoderFFNDim,
+	} {
+		whisper[k] = v
+	}
+	return map[string]any{
+		"musetalk/musetalk.json":           unet,
+		"musetalkV15/musetalk.json":        unet,
+		"sd-vae/config.json":               vae,
+		"whisper/config.json":              whisper,
+		"whisper/preprocessor_config.json": whisperPreprocessorJSON(),
+	}, nil
+}
+
+// writeRandom writes the config files (path → JSON value) and random
+// weights for every network of the layout; UNet, VAE and Whisper weights
+// are stored as dtype, S3FD and BiSeNet always as F16.
+func writeRandom(dir string, seed uint64, what string, configs map[string]any, dtype weights.DType) error {
+	parsers := map[string]func([]byte) error{
+		"musetalk/musetalk.json":    parseUNet,
+		"musetalkV15/musetalk.json": parseUNet,
+		"sd-vae/config.json":        parseVAE,
+		"whisper/config.json":       parseWhisper,
 	}
 	var unetCfg weights.UNetConfig
 	var vaeCfg weights.VAEConfig
 	var whisperCfg weights.WhisperConfig
-	for _, c := range configs {
+	for _, path := range slices.Sorted(maps.Keys(configs)) {
+		c := struct {
+			path  string
+			value any
+			parse func([]byte) error
+		}{path, configs[path], parsers[path]}
 		data, err := json.MarshalIndent(c.value, "", "  ")
 		if err != nil {
-			return fmt.Errorf("writing tiny weights: %s: %w", c.path, err)
+			return fmt.Errorf("writing %s weights: %s: %w", what, c.path, err)
 		}
 		data = append(data, '\n')
 		if c.parse != nil {
 			if err := c.parse(data); err != nil {
-				return fmt.Errorf("writing tiny weights: %s: %w", c.path, err)
+				return fmt.Errorf("writing %s weights: %s: %w", what, c.path, err)
 			}
 		}
 		if err := writeFileAtomic(filepath.Join(dir, filepath.FromSlash(c.path)), data); err != nil {
-			return fmt.Errorf("writing tiny weights: %w", err)
+			return fmt.Errorf("writing %s weights: %w", what, err)
 		}
 	}
 	d := Dir(dir)
@@ -171,11 +225,11 @@ func WriteTiny(dir string, seed uint64) error {
 	}
 	unetSpec, err := model.UNetSpec(unetCfg)
 	if err != nil {
-		return fmt.Errorf("writing tiny weights: %w", err)
+		return fmt.Errorf("writing %s weights: %w", what, err)
 	}
 	vaeSpec, err := model.VAESpec(vaeCfg)
 	if err != nil {
-		return fmt.Errorf("writing tiny weights: %w", err)
+		return fmt.Errorf("writing %s weights: %w", what, err)
 	}
 	files, err := Files(Versions()...)
 	if err != nil {
@@ -186,7 +240,7 @@ func WriteTiny(dir string, seed uint64) error {
 		if !f.Weights {
 			continue
 		}
-		net := tinyNet{file: f, dtype: weights.F32}
+		net := tinyNet{file: f, dtype: dtype}
 		switch f.Kind {
 		case weights.KindUNet:
 			net.spec = unetSpec
@@ -199,7 +253,7 @@ func WriteTiny(dir string, seed uint64) error {
 		case weights.KindBiSeNet:
 			net.spec, net.dtype = model.BiSeNetSpec(), weights.F16
 		default:
-			return fmt.Errorf("writing tiny weights: no tiny network for %s", f.Kind)
+			return fmt.Errorf("writing %s weights: no random network for %s", what, f.Kind)
 		}
 		nets = append(nets, net)
 	}
@@ -214,7 +268,7 @@ func WriteTiny(dir string, seed uint64) error {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			if err := writeTinyNet(dir, net, seed); err != nil {
-				errs[i] = fmt.Errorf("writing tiny weights: %w", err)
+				errs[i] = fmt.Errorf("writing %s weights: %w", what, err)
 			}
 		}()
 	}

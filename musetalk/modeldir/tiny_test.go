@@ -3,6 +3,7 @@ package modeldir
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"math"
@@ -496,5 +497,54 @@ func BenchmarkTinyGenerate(b *testing.B) {
 			b.Fatal(err)
 		}
 		be.Free(img)
+	}
+}
+
+// TestFullSizeConfigs checks that WriteFullSize's configs are the real
+// networks' (writing the 1.9 GB of weights is left to the benchmark).
+func TestFullSizeConfigs(t *testing.T) {
+	configs, err := fullSizeConfigs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for path, v := range configs {
+		data, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := writeFileAtomic(filepath.Join(dir, filepath.FromSlash(path)), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := Dir(dir)
+	u, err := d.UNetConfig(V15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := model.UNetSpec(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := model.SpecParams(spec); got != 849_947_844 {
+		t.Errorf("full-size UNet has %d parameters, want 849,947,844", got)
+	}
+	v, err := d.VAEConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vspec, err := model.VAESpec(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := model.SpecParams(vspec); got != 83_653_863 {
+		t.Errorf("full-size VAE has %d parameters, want 83,653,863", got)
+	}
+	w, err := d.WhisperConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w != weights.DefaultWhisperConfig() {
+		t.Errorf("full-size Whisper config %+v, want whisper-tiny's %+v", w, weights.DefaultWhisperConfig())
 	}
 }

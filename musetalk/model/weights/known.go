@@ -64,3 +64,10 @@ func SDVAEConfig() VAEConfig {
 	}
 	return *c
 }
+
+// MuseTalkUNetJSON returns the text of MuseTalk's musetalk.json, for
+// writing weight directories.
+func MuseTalkUNetJSON() []byte { return []byte(museTalkUNetJSON) }
+
+// SDVAEJSON returns the text of sd-vae-ft-mse's config.json.
+func SDVAEJSON() []byte { return []byte(sdVAEJSON) }
