@@ -34,6 +34,9 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "log level: debug, info, warn or error", EnvVars: []string{"MUSETALK_LOG_LEVEL"}},
 		},
 		Commands: []*cli.Command{
+			upCommand(),
+			submitCommand(),
+			renderCommand(),
 			controlCommand(),
 			workerCommand(),
 			weightsCommand(),

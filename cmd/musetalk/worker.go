@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -10,6 +11,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/avatargen/musetalk/blob"
+	"github.com/avatargen/musetalk/musetalk"
+	"github.com/avatargen/musetalk/musetalk/modeldir"
 	"github.com/avatargen/musetalk/telemetry"
 	"github.com/avatargen/musetalk/worker"
 	"github.com/avatargen/musetalk/worker/controlblob"
@@ -43,8 +46,9 @@ func workerCommand() *cli.Command {
 		&cli.StringFlag{Name: "health-addr", Value: worker.DefaultHealthAddr, Usage: "listen address of /health (liveness), /live and /ready", EnvVars: []string{"MUSETALK_HEALTH_ADDR"}},
 		&cli.DurationFlag{Name: "grace", Value: worker.DefaultGrace, Usage: "on SIGTERM, how long the current job may finish before it is released", EnvVars: []string{"MUSETALK_GRACE"}},
 		&cli.StringFlag{Name: "work-dir", Usage: "directory for each attempt's files (default: a folder under the system temp dir)", EnvVars: []string{"MUSETALK_WORK_DIR"}},
-		&cli.StringSliceFlag{Name: "engine", Value: cli.NewStringSlice("preview"), Usage: "engines this worker runs; the first runs jobs that name none (available: preview)", EnvVars: []string{"MUSETALK_ENGINES"}},
+		&cli.StringSliceFlag{Name: "engine", Value: cli.NewStringSlice("musetalk", "preview"), Usage: "engines this worker runs; the first runs jobs that name none (available: musetalk, preview)", EnvVars: []string{"MUSETALK_ENGINES"}},
 	)
+	flags = append(flags, musetalkEngineFlags()...)
 	return &cli.Command{
 		Name:  "worker",
 		Usage: "run a GPU worker: heartbeat, claim jobs, render, upload to B2",
@@ -54,7 +58,14 @@ GPU_CLASS_NAME, B2_KEY_ID, B2_APP_KEY, B2_BUCKET_NAME, POLL_INTERVAL_SEC,
 WORKER_ID. Serves /health (liveness: 200 while the heartbeat loop lives,
 also during long jobs) and /ready on port 8000. SIGTERM or SIGINT drains:
 no new claims, the current job gets --grace to finish, then is released; a
-second signal releases it at once.`,
+second signal releases it at once.
+
+Engines: musetalk (the default: MuseTalk on this machine's CPU, weights from
+--weights, prepared avatars kept in --avatar-cache) and preview (muxes the
+avatar and the audio, no model). A worker whose weight directory is
+incomplete still starts and runs preview jobs: its self-check reports
+weights_present=false, and a musetalk job fails permanently with the
+missing files and the command that fetches them.`,
 		Flags:  flags,
 		Action: runWorker,
 	}
@@ -95,8 +106,9 @@ func runWorker(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	settings := engineSettingsFrom(c, log)
 	for _, name := range c.StringSlice("engine") {
-		e, err := newEngine(name)
+		e, err := newEngineWith(name, settings)
 		if err != nil {
 			return err
 		}
@@ -137,12 +149,50 @@ func workerBlob(ctx context.Context, c *cli.Context, cfg worker.Config) (blob.St
 	return s, nil
 }
 
-// newEngine builds a worker engine by name.
+// engineSettings configure the MuseTalk engine; zero values take the
+// defaults (modeldir.Default(), musetalk.DefaultCacheDir(), …).
+type engineSettings struct {
+	weightsDir    string
+	cacheDir      string
+	cacheMaxBytes int64
+	threads       int
+	logger        *slog.Logger
+}
+
+// musetalkEngineFlags are the MuseTalk engine's flags of `musetalk worker`.
+func musetalkEngineFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "weights", Usage: "weight directory of the musetalk engine (default: " + modeldir.Default() + "; fill it with `musetalk weights fetch`)", EnvVars: []string{"MUSETALK_WEIGHTS"}},
+		&cli.StringFlag{Name: "avatar-cache", Usage: "directory of prepared avatars (default: " + musetalk.DefaultCacheDir() + ")", EnvVars: []string{"MUSETALK_AVATAR_CACHE"}},
+		&cli.Int64Flag{Name: "avatar-cache-max-bytes", Value: musetalk.DefaultCacheMaxBytes, Usage: "size bound of the avatar cache; least recently used avatars go first", EnvVars: []string{"MUSETALK_AVATAR_CACHE_MAX_BYTES"}},
+		&cli.IntFlag{Name: "threads", Usage: "CPU threads of the musetalk engine (default: all cores)", EnvVars: []string{"MUSETALK_THREADS"}},
+	}
+}
+
+// engineSettingsFrom reads musetalkEngineFlags.
+func engineSettingsFrom(c *cli.Context, log *slog.Logger) engineSettings {
+	return engineSettings{weightsDir: c.String("weights"), cacheDir: c.String("avatar-cache"),
+		cacheMaxBytes: c.Int64("avatar-cache-max-bytes"), threads: c.Int("threads"), logger: log}
+}
+
+// newEngine builds a worker engine by name with default settings.
 func newEngine(name string) (engine.Engine, error) {
+	return newEngineWith(name, engineSettings{})
+}
+
+// newEngineWith builds a worker engine by name. The musetalk engine opens
+// nothing here: it checks its weights and opens its cache in the worker's
+// self-check, and a worker without weights still runs preview jobs.
+func newEngineWith(name string, s engineSettings) (engine.Engine, error) {
 	switch name {
-	case "preview":
+	case musetalk.EngineName:
+		return musetalk.NewEngine(musetalk.EngineOptions{Options: musetalk.Options{
+			WeightsDir: s.weightsDir, CacheDir: s.cacheDir, CacheMaxBytes: s.cacheMaxBytes,
+			Threads: s.threads, Logger: s.logger,
+		}}), nil
+	case preview.Name:
 		return preview.New(preview.Options{}), nil
 	default:
-		return nil, fmt.Errorf("--engine %q: unknown engine (available: preview)", name)
+		return nil, fmt.Errorf("--engine %q: unknown engine (available: %s, %s)", name, musetalk.EngineName, preview.Name)
 	}
 }

@@ -1,0 +1,152 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/avatargen/musetalk/control/client"
+	"github.com/avatargen/musetalk/media"
+	"github.com/avatargen/musetalk/protocol"
+)
+
+// upProc is a `musetalk up` process with the address its banner printed.
+type upProc struct {
+	*proc
+	url string
+}
+
+var upAPILine = regexp.MustCompile(`API +(http://\S+) `)
+
+// startUp starts `musetalk up --engine preview` on free ports over dataDir
+// and waits for its banner.
+func startUp(t *testing.T, dir, name, dataDir string) *upProc {
+	t.Helper()
+	out := filepath.Join(dir, name+".out")
+	p := startProc(t, dir, name, musetalkBin, []string{"up", "--engine", "preview", "--data-dir", dataDir,
+		"--addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--poll-interval", "250ms", "--grace", "60s"}, nil, out)
+	u := &upProc{proc: p}
+	eventually(t, 30*time.Second, 50*time.Millisecond, name+" prints where it listens", func() (bool, string) {
+		b, _ := os.ReadFile(out)
+		if m := upAPILine.FindSubmatch(b); m != nil {
+			u.url = string(m[1])
+			return true, ""
+		}
+		if p.exited() {
+			t.Fatalf("%s exited:\n%s", name, tailFile(p.logPath, 20))
+		}
+		return false, "banner so far: " + string(b)
+	})
+	return u
+}
+
+// TestUpDrainsOnSIGTERMAndKeepsJobs: the embedded system as one real
+// process. `musetalk submit` renders a job through it; SIGTERM while a
+// second job runs lets that job finish in the same attempt, then the
+// process exits 0; a new `up` over the same data directory still serves the
+// job, and `musetalk submit --job` downloads it.
+func TestUpDrainsOnSIGTERMAndKeepsJobs(t *testing.T) {
+	needSuite(t)
+	if avatarPNG == "" {
+		t.Skip("ffmpeg is not installed")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	dataDir := filepath.Join(dir, "data")
+	// Long enough that the job is still rendering when the signal comes.
+	speech := filepath.Join(dir, "speech.wav")
+	if out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+		"-i", "sine=frequency=300:duration=12", speech).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	up := startUp(t, dir, "up1", dataDir)
+
+	first := filepath.Join(dir, "first.mp4")
+	sub := startProc(t, dir, "submit1", musetalkBin, []string{"submit", "--control", up.url,
+		"--avatar", avatarPNG, "--audio", speechWAV, "--out", first}, nil, "")
+	if code := sub.wait(t, 2*time.Minute); code != 0 {
+		t.Fatalf("submit exited %d:\n%s", code, tailFile(sub.logPath, 20))
+	}
+	probeResult(t, first, 2*time.Second)
+
+	// A second job, without waiting; signal the process once it runs.
+	idFile := filepath.Join(dir, "id")
+	sub2 := startProc(t, dir, "submit2", musetalkBin, []string{"submit", "--control", up.url,
+		"--avatar", avatarPNG, "--audio", speech, "--no-wait"}, nil, idFile)
+	if code := sub2.wait(t, time.Minute); code != 0 {
+		t.Fatalf("submit --no-wait exited %d:\n%s", code, tailFile(sub2.logPath, 20))
+	}
+	b, _ := os.ReadFile(idFile)
+	id := strings.TrimSpace(string(b))
+	c, err := client.New(up.url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, 20*time.Millisecond, "the second job runs", func() (bool, string) {
+		j, err := c.Get(context.Background(), id)
+		if err != nil {
+			return false, err.Error()
+		}
+		if j.State.Final() {
+			t.Fatalf("job %s ended %s before the test could signal", id, j.State)
+		}
+		return j.State == protocol.JobRunning, string(j.State)
+	})
+	if err := up.signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := up.wait(t, 90*time.Second); code != 0 {
+		t.Fatalf("up exited %d after SIGTERM:\n%s", code, tailFile(up.logPath, 30))
+	}
+
+	// The drained job finished in its first attempt; a new process over the
+	// same directory has it.
+	up2 := startUp(t, dir, "up2", dataDir)
+	c2, err := client.New(up2.url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := c2.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != protocol.JobSucceeded || len(j.Attempts) != 1 || j.Attempts[0].Outcome != protocol.OutcomeSucceeded {
+		t.Fatalf("after the drain the job is %s with attempts %+v; want succeeded in one attempt", j.State, j.Attempts)
+	}
+	second := filepath.Join(dir, "second.mp4")
+	fetch := startProc(t, dir, "fetch", musetalkBin, []string{"submit", "--control", up2.url, "--job", id, "--out", second}, nil, "")
+	if code := fetch.wait(t, time.Minute); code != 0 {
+		t.Fatalf("submit --job exited %d:\n%s", code, tailFile(fetch.logPath, 20))
+	}
+	probeResult(t, second, 12*time.Second)
+	if err := up2.signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := up2.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("up exited %d after SIGINT", code)
+	}
+}
+
+// probeResult checks that path is a video with an audio track about as
+// long as the speech.
+func probeResult(t *testing.T, path string, speech time.Duration) {
+	t.Helper()
+	info, err := (&media.FFmpeg{}).Probe(context.Background(), path)
+	if err != nil {
+		t.Fatalf("probing %s: %v", path, err)
+	}
+	if info.Video == nil || info.Audio == nil {
+		t.Fatalf("%s: video %v, audio %v; want both", path, info.Video, info.Audio)
+	}
+	if d := info.Audio.Duration; d < speech-200*time.Millisecond || d > speech+200*time.Millisecond {
+		t.Errorf("%s: audio lasts %v, want about %v", path, d, speech)
+	}
+}

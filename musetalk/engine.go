@@ -1,0 +1,169 @@
+package musetalk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/avatargen/musetalk/kernels/cpu"
+	"github.com/avatargen/musetalk/worker/engine"
+)
+
+// EngineName is the engine's name in protocol.JobParams.Engine.
+const EngineName = "musetalk"
+
+// EngineOptions configure [NewEngine].
+type EngineOptions struct {
+	// Options configure the engine's Renderer.
+	Options
+	// Versions are the MuseTalk versions whose weights the start-up check
+	// looks for; default [DefaultVersion]. Jobs may ask for any version
+	// whose files are in the weight directory.
+	Versions []string
+}
+
+// Engine is the worker's MuseTalk engine (worker/engine.Engine and
+// engine.AvatarCacher). It makes its Renderer on the first Check or Run,
+// and the Renderer loads each version's networks once, on first use (Check
+// loads the first of Versions when its weights are present).
+//
+// A worker without weights still starts: Check reports
+// weights_present=false without an error, so the worker keeps claiming
+// jobs for its other engines (preview), and a MuseTalk job it claims
+// fails permanently with a *[MissingWeightsError] naming the missing files
+// and the `musetalk weights fetch` command.
+//
+// Errors from the job's inputs (*[InputError]) are permanent; other
+// failures are left unclassified, which the worker retries.
+type Engine struct {
+	opts EngineOptions
+
+	mu  sync.Mutex
+	r   *Renderer
+	ids map[string]string // avatar cache key → the job's avatar id
+}
+
+var (
+	_ engine.Engine       = (*Engine)(nil)
+	_ engine.AvatarCacher = (*Engine)(nil)
+)
+
+// NewEngine returns the engine; it opens nothing until Check or Run.
+func NewEngine(opts EngineOptions) *Engine {
+	if len(opts.Versions) == 0 {
+		opts.Versions = []string{DefaultVersion}
+	}
+	return &Engine{opts: opts, ids: map[string]string{}}
+}
+
+// Name returns "musetalk".
+func (e *Engine) Name() string { return EngineName }
+
+// renderer makes the Renderer once.
+func (e *Engine) renderer(ctx context.Context) (*Renderer, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.r != nil {
+		return e.r, nil
+	}
+	r, err := New(ctx, e.opts.Options)
+	if err != nil {
+		return nil, err
+	}
+	e.r = r
+	return r, nil
+}
+
+// Check reports the device ("cpu/avx2", …) and whether the weight
+// directory holds every file of the configured versions. Missing weights
+// are not an error (see [Engine]); a cache directory that cannot be
+// opened, or weights that are present but cannot be loaded, are.
+func (e *Engine) Check(ctx context.Context) (engine.CheckResult, error) {
+	res := engine.CheckResult{Device: "cpu/" + cpu.BestISA().String()}
+	r, err := e.renderer(ctx)
+	if err != nil {
+		return res, fmt.Errorf("musetalk engine: %w", err)
+	}
+	res.Device = r.Device()
+	if err := r.CheckWeights(e.opts.Versions...); err != nil {
+		var mw *MissingWeightsError
+		if errors.As(err, &mw) {
+			r.log.Warn("musetalk engine: weights missing; MuseTalk jobs will fail until they are fetched", "err", err)
+			return res, nil
+		}
+		return res, fmt.Errorf("musetalk engine: %w", err)
+	}
+	res.WeightsPresent = true
+	if err := r.Load(ctx, e.opts.Versions[0]); err != nil {
+		return res, fmt.Errorf("musetalk engine: %w", err)
+	}
+	return res, nil
+}
+
+// Run renders the job. Input and missing-weight failures are
+// engine.Permanent; a cancelled ctx returns its cause.
+func (e *Engine) Run(ctx context.Context, job *engine.Job, progress engine.ProgressFunc) error {
+	r, err := e.renderer(ctx)
+	if err != nil {
+		return fmt.Errorf("musetalk engine: %w", err)
+	}
+	res, err := r.render(ctx, Request{AvatarPath: job.AvatarPath, AudioPath: job.AudioPath, OutPath: job.OutputPath, Params: job.Params}, progress)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		var mw *MissingWeightsError
+		if IsInputError(err) || errors.As(err, &mw) {
+			return engine.Permanent(err)
+		}
+		return err
+	}
+	if job.AvatarID != "" {
+		e.mu.Lock()
+		e.ids[res.AvatarKey] = job.AvatarID
+		e.mu.Unlock()
+	}
+	return nil
+}
+
+// CachedAvatars lists the avatar ids of the jobs whose prepared avatars
+// are still in the cache, most recently used first. The ids are the
+// control plane's (engine.Job.AvatarID); the cache's own keys also cover
+// the options and the weights, so an avatar prepared by an earlier
+// process is listed once a job uses it again.
+func (e *Engine) CachedAvatars() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.r == nil {
+		return nil
+	}
+	var out []string
+	seen := map[string]bool{}
+	live := map[string]bool{}
+	for _, k := range e.r.CachedAvatars() {
+		live[k] = true
+		if id, ok := e.ids[k]; ok && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	for k := range e.ids { // forget evicted entries
+		if !live[k] {
+			delete(e.ids, k)
+		}
+	}
+	return out
+}
+
+// Close releases the Renderer's networks and backend.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.r == nil {
+		return nil
+	}
+	err := e.r.Close()
+	e.r = nil
+	return err
+}

@@ -1,0 +1,263 @@
+package musetalk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/avatargen/musetalk/media"
+)
+
+// sourceFrame is what generation needs of one prepared avatar frame.
+type sourceFrame struct {
+	hasFace bool
+	face    media.Box     // where the generated face goes
+	crop    media.Box     // the blending square around it
+	latent  []float32     // [8, h, w]: masked latent, then reference latent
+	mask    *media.Image8 // crop-sized 1-channel blend mask
+}
+
+// faceNet turns a batch of avatar latents and audio prompts into faces: the
+// UNet at timestep 0, then the VAE decoder (modelNet; tests substitute
+// their own).
+type faceNet interface {
+	// generate runs n items: latents [n, 8, h, w] and prompts [n, tokens,
+	// dim], both row-major. It returns n BGR face images.
+	generate(ctx context.Context, latents, prompts []float32, n int) ([]*media.Image8, error)
+	// latentLen is the length of one item's latents (8·h·w).
+	latentLen() int
+}
+
+// prompter cuts each video frame's audio prompt (features implements it).
+type prompter interface {
+	// promptLen is the length of one frame's prompt (tokens·dim).
+	promptLen() int
+	// prompts writes the prompts of the given video frames into dst.
+	prompts(dst []float32, frames []int)
+}
+
+// frameSink takes the output video's RGB24 frames in order (media.Encoder).
+type frameSink interface {
+	WriteFrame(rgb []uint8) error
+}
+
+// generation is one render's frame loop.
+type generation struct {
+	src    []sourceFrame                      // the avatar's frames, source order
+	pixels func(i int) (*media.Image8, error) // source frame i, BGR
+	audio  prompter
+	net    faceNet
+	sink   frameSink
+	frames int // output frames
+	batch  int // frames per network batch
+	// progress receives the number of frames written so far, after each
+	// batch; it never decreases.
+	progress func(done int)
+}
+
+// genBatch is one batch's network output: faces[j] is output frame
+// start+j's generated face, nil where the frame has no face.
+type genBatch struct {
+	start int
+	faces []*media.Image8
+	err   error
+}
+
+// run renders every output frame into sink. Output frame i shows source
+// frame cycleIndex(i, len(src)). Frames with a face get the network's
+// face resized into the face box and blended through the frame's mask;
+// frames without one, and frames whose face box is one flat colour
+// (blankBox), pass through unchanged. The networks run one batch
+// ahead of compositing on their own goroutine, so a device backend works
+// while the CPU blends and ffmpeg encodes; memory holds at most three
+// batches of faces. run checks ctx before every batch and returns its
+// cause once it is done.
+func (g *generation) run(ctx context.Context) error {
+	if len(g.src) == 0 {
+		return errors.New("generation: the avatar has no frames")
+	}
+	if g.batch < 1 {
+		return fmt.Errorf("generation: batch size %d", g.batch)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	batches := make(chan genBatch, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(batches)
+		for start := 0; start < g.frames; start += g.batch {
+			if ctx.Err() != nil {
+				return
+			}
+			b := g.generateBatch(ctx, start, min(g.batch, g.frames-start))
+			select {
+			case batches <- b:
+			case <-ctx.Done():
+				return
+			}
+			if b.err != nil {
+				return
+			}
+		}
+	}()
+	err := g.composite(ctx, batches)
+	cancel(err)
+	<-done
+	return err
+}
+
+// composite writes the batches' frames to the sink in order.
+func (g *generation) composite(ctx context.Context, batches <-chan genBatch) error {
+	var (
+		written  int
+		cacheIdx = -1 // source frame held in cached
+		cached   *media.Image8
+	)
+	for {
+		var b genBatch
+		var ok bool
+		select {
+		case b, ok = <-batches:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		if !ok {
+			if err := ctx.Err(); err != nil {
+				return context.Cause(ctx)
+			}
+			if written != g.frames {
+				return fmt.Errorf("generation: %d of %d frames made", written, g.frames)
+			}
+			return nil
+		}
+		if b.err != nil {
+			return b.err
+		}
+		if err := ctx.Err(); err != nil {
+			return context.Cause(ctx)
+		}
+		for j, face := range b.faces {
+			i := b.start + j
+			k := cycleIndex(i, len(g.src))
+			if k != cacheIdx {
+				img, err := g.pixels(k)
+				if err != nil {
+					return fmt.Errorf("reading avatar frame %d: %w", k, err)
+				}
+				cacheIdx, cached = k, img
+			}
+			if face != nil && blankBox(cached, g.src[k].face) {
+				face = nil // nothing there to lip-sync: a cut to black, a fade
+			}
+			out, err := composeFrame(cached, &g.src[k], face)
+			if err != nil {
+				return fmt.Errorf("output frame %d (avatar frame %d): %w", i, k, err)
+			}
+			if err := g.sink.WriteFrame(out.Pix); err != nil {
+				return fmt.Errorf("encoding frame %d: %w", i, err)
+			}
+			written++
+		}
+		if g.progress != nil {
+			g.progress(written)
+		}
+	}
+}
+
+// generateBatch runs the networks on the face frames among output frames
+// [start, start+n).
+func (g *generation) generateBatch(ctx context.Context, start, n int) genBatch {
+	b := genBatch{start: start, faces: make([]*media.Image8, n)}
+	var idx []int // output frames with a face
+	for j := range n {
+		if g.src[cycleIndex(start+j, len(g.src))].hasFace {
+			idx = append(idx, start+j)
+		}
+	}
+	if len(idx) == 0 {
+		return b
+	}
+	ll := g.net.latentLen()
+	latents := make([]float32, len(idx)*ll)
+	for m, i := range idx {
+		lat := g.src[cycleIndex(i, len(g.src))].latent
+		if len(lat) != ll {
+			b.err = fmt.Errorf("generation: avatar frame %d has %d latent values, the networks want %d (prepared with other weights?)",
+				cycleIndex(i, len(g.src)), len(lat), ll)
+			return b
+		}
+		copy(latents[m*ll:], lat)
+	}
+	prompts := make([]float32, len(idx)*g.audio.promptLen())
+	g.audio.prompts(prompts, idx)
+	faces, err := g.net.generate(ctx, latents, prompts, len(idx))
+	if err != nil {
+		b.err = fmt.Errorf("generating frames %d-%d: %w", start, start+n-1, err)
+		return b
+	}
+	if len(faces) != len(idx) {
+		b.err = fmt.Errorf("generating frames %d-%d: %d faces for %d frames", start, start+n-1, len(faces), len(idx))
+		return b
+	}
+	for m, i := range idx {
+		b.faces[i-start] = faces[m]
+	}
+	return b
+}
+
+// blankSpread is the largest difference between two pixel values (per
+// channel) that blankBox still counts as one flat colour, which absorbs the
+// noise of a lossy codec on a black or uniformly coloured frame.
+const blankSpread = 8
+
+// blankBox reports whether box (clipped to the frame) is one flat colour:
+// no face can be there, whatever a fixed face box or a detector claims, so
+// the frame passes through instead of getting a mouth painted on a black
+// or blank picture. A real face's box is never this flat.
+func blankBox(frame *media.Image8, box media.Box) bool {
+	x0, y0 := max(box[0], 0), max(box[1], 0)
+	x1, y1 := min(box[2], frame.W), min(box[3], frame.H)
+	if x0 >= x1 || y0 >= y1 {
+		return true
+	}
+	c := frame.C
+	var lo, hi [4]uint8
+	first := frame.Pix[(y0*frame.W+x0)*c:]
+	for ch := range min(c, 4) {
+		lo[ch], hi[ch] = first[ch], first[ch]
+	}
+	for y := y0; y < y1; y++ {
+		row := frame.Pix[(y*frame.W+x0)*c : (y*frame.W+x1)*c]
+		for p := 0; p < len(row); p += c {
+			for ch := range min(c, 4) {
+				v := row[p+ch]
+				lo[ch], hi[ch] = min(lo[ch], v), max(hi[ch], v)
+				if hi[ch]-lo[ch] > blankSpread {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// composeFrame returns the output frame as RGB24: the source frame (BGR)
+// with face resized into the face box (cv2 INTER_LINEAR) and blended
+// through the mask (MuseTalk's get_image_blending), or the source frame
+// unchanged when face is nil.
+func composeFrame(frameBGR *media.Image8, f *sourceFrame, face *media.Image8) (*media.Image8, error) {
+	if face == nil {
+		return frameBGR.SwapRB(), nil
+	}
+	w, h := f.face[2]-f.face[0], f.face[3]-f.face[1]
+	cw, ch := f.crop[2]-f.crop[0], f.crop[3]-f.crop[1]
+	switch {
+	case w <= 0 || h <= 0:
+		return nil, fmt.Errorf("empty face box %v", f.face)
+	case f.mask == nil || f.mask.C != 1 || f.mask.W != cw || f.mask.H != ch:
+		return nil, fmt.Errorf("blend mask does not fit the crop box %v", f.crop)
+	}
+	resized := media.ResizeLinear(face, w, h)
+	return media.Blend(frameBGR, resized, f.face, f.crop, f.mask).SwapRB(), nil
+}
