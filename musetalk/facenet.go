@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/media"
@@ -52,7 +53,8 @@ func (m *modelNet) latentLen() int { return m.inC * m.latent * m.latent }
 func (m *modelNet) close() { m.pe.Close() }
 
 // generate implements faceNet. It checks ctx between the two networks.
-func (m *modelNet) generate(ctx context.Context, latents, prompts []float32, n int) ([]*media.Image8, error) {
+func (m *modelNet) generate(ctx context.Context, latents, prompts []float32, n int, st *Stats) ([]*media.Image8, error) {
+	t0 := time.Now()
 	if len(latents) != n*m.latentLen() || len(prompts) != n*m.tokens*m.dim {
 		return nil, fmt.Errorf("batch of %d: %d latent and %d prompt values", n, len(latents), len(prompts))
 	}
@@ -78,6 +80,9 @@ func (m *modelNet) generate(ctx context.Context, latents, prompts []float32, n i
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
+	t1 := time.Now()
+	st.UNet += t1.Sub(t0)
+	defer func() { st.VAEDecode += time.Since(t1) }()
 	for i := range z {
 		z[i] *= m.invScal
 	}

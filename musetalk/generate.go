@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/avatargen/musetalk/media"
 )
@@ -22,8 +23,9 @@ type sourceFrame struct {
 // their own).
 type faceNet interface {
 	// generate runs n items: latents [n, 8, h, w] and prompts [n, tokens,
-	// dim], both row-major. It returns n BGR face images.
-	generate(ctx context.Context, latents, prompts []float32, n int) ([]*media.Image8, error)
+	// dim], both row-major. It returns n BGR face images and adds the
+	// networks' time to st.UNet and st.VAEDecode.
+	generate(ctx context.Context, latents, prompts []float32, n int, st *Stats) ([]*media.Image8, error)
 	// latentLen is the length of one item's latents (8·h·w).
 	latentLen() int
 }
@@ -50,6 +52,10 @@ type generation struct {
 	sink   frameSink
 	frames int // output frames
 	batch  int // frames per network batch
+	// stats receives the networks' time (from the network goroutine:
+	// UNet, VAEDecode, FaceFrames) and compositing's (Blend, Encode); read
+	// it only after run returns.
+	stats *Stats
 	// progress receives the number of frames written so far, after each
 	// batch; it never decreases.
 	progress func(done int)
@@ -78,6 +84,9 @@ func (g *generation) run(ctx context.Context) error {
 	}
 	if g.batch < 1 {
 		return fmt.Errorf("generation: batch size %d", g.batch)
+	}
+	if g.stats == nil {
+		g.stats = new(Stats)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -150,11 +159,16 @@ func (g *generation) composite(ctx context.Context, batches <-chan genBatch) err
 			if face != nil && blankBox(cached, g.src[k].face) {
 				face = nil // nothing there to lip-sync: a cut to black, a fade
 			}
+			t0 := time.Now()
 			out, err := composeFrame(cached, &g.src[k], face)
 			if err != nil {
 				return fmt.Errorf("output frame %d (avatar frame %d): %w", i, k, err)
 			}
-			if err := g.sink.WriteFrame(out.Pix); err != nil {
+			t1 := time.Now()
+			err = g.sink.WriteFrame(out.Pix)
+			g.stats.Blend += t1.Sub(t0)
+			g.stats.Encode += time.Since(t1)
+			if err != nil {
 				return fmt.Errorf("encoding frame %d: %w", i, err)
 			}
 			written++
@@ -191,7 +205,8 @@ func (g *generation) generateBatch(ctx context.Context, start, n int) genBatch {
 	}
 	prompts := make([]float32, len(idx)*g.audio.promptLen())
 	g.audio.prompts(prompts, idx)
-	faces, err := g.net.generate(ctx, latents, prompts, len(idx))
+	g.stats.FaceFrames += len(idx)
+	faces, err := g.net.generate(ctx, latents, prompts, len(idx), g.stats)
 	if err != nil {
 		b.err = fmt.Errorf("generating frames %d-%d: %w", start, start+n-1, err)
 		return b

@@ -23,7 +23,7 @@ type fakeNet struct {
 
 func (f *fakeNet) latentLen() int { return f.ll }
 
-func (f *fakeNet) generate(ctx context.Context, latents, prompts []float32, n int) ([]*media.Image8, error) {
+func (f *fakeNet) generate(ctx context.Context, latents, prompts []float32, n int, _ *Stats) ([]*media.Image8, error) {
 	f.mu.Lock()
 	call := len(f.batches)
 	f.batches = append(f.batches, n)

@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/musetalk/avatar"
@@ -29,7 +30,11 @@ import (
 // network batch and returns ctx's cause. On any error no file is left at
 // OutPath (a file already there is kept).
 func (r *Renderer) Render(ctx context.Context, req Request, progress func(protocol.Progress)) error {
+	start := time.Now()
 	_, err := r.render(ctx, req, progress)
+	if req.Stats != nil {
+		req.Stats.Wall = time.Since(start)
+	}
 	return err
 }
 
@@ -130,11 +135,22 @@ func (r *Renderer) render(ctx context.Context, req Request, progress func(protoc
 	r.renderMu.Lock()
 	defer r.renderMu.Unlock()
 
+	st := req.Stats
+	if st == nil {
+		st = new(Stats)
+	}
+	mark := time.Now()
+	lap := func(d *time.Duration) {
+		now := time.Now()
+		*d += now.Sub(mark)
+		mark = now
+	}
 	progress(protocol.Progress{Stage: StageLoad})
 	nets, err := r.load(ctx, pl.version)
 	if err != nil {
 		return nil, err
 	}
+	lap(&st.Load)
 	samples, err := r.opts.FFmpeg.DecodeAudio(ctx, req.AudioPath)
 	if err != nil {
 		return nil, probeError(ctx, "audio", req.AudioPath, err)
@@ -142,6 +158,7 @@ func (r *Renderer) render(ctx context.Context, req Request, progress func(protoc
 	if len(samples) == 0 {
 		return nil, inputErrorf("audio", "%s holds no sound", filepath.Base(req.AudioPath))
 	}
+	lap(&st.Features)
 
 	key, err := avatar.Key(req.AvatarPath, pl.opt, nets.m.ID)
 	if err != nil {
@@ -161,6 +178,8 @@ func (r *Renderer) render(ctx context.Context, req Request, progress func(protoc
 		return nil, avatarError(ctx, err)
 	}
 	defer av.Close()
+	lap(&st.Prepare)
+	st.AvatarFrames, st.AvatarCached = len(av.Frames), cached
 	if cached {
 		progress(protocol.Progress{Stage: StagePrepare, FramesDone: len(av.Frames), FramesTotal: len(av.Frames)})
 	}
@@ -189,7 +208,9 @@ func (r *Renderer) render(ctx context.Context, req Request, progress func(protoc
 		return nil, err
 	}
 	res.Frames = feats.frames
-	if err := r.generateVideo(ctx, pl, av, feats, nets, progress); err != nil {
+	lap(&st.Features)
+	st.Frames = feats.frames
+	if err := r.generateVideo(ctx, pl, av, feats, nets, st, progress); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -208,7 +229,7 @@ func avatarError(ctx context.Context, err error) error {
 
 // generateVideo runs the frame loop into a temporary MP4 beside OutPath
 // and renames it into place once ffmpeg has finished it.
-func (r *Renderer) generateVideo(ctx context.Context, pl *plan, av *avatar.Avatar, feats *features, nets *loaded, progress func(protocol.Progress)) error {
+func (r *Renderer) generateVideo(ctx context.Context, pl *plan, av *avatar.Avatar, feats *features, nets *loaded, st *Stats, progress func(protocol.Progress)) error {
 	out := pl.req.OutPath
 	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.partial.mp4")
 	if err != nil {
@@ -237,7 +258,7 @@ func (r *Renderer) generateVideo(ctx context.Context, pl *plan, av *avatar.Avata
 	progress(protocol.Progress{Stage: StageGenerate, FramesTotal: feats.frames})
 	g := &generation{
 		src: src, pixels: av.FrameBGR, audio: feats, net: nets.net, sink: enc,
-		frames: feats.frames, batch: pl.batch,
+		frames: feats.frames, batch: pl.batch, stats: st,
 		progress: func(done int) {
 			progress(protocol.Progress{Stage: StageGenerate, FramesDone: done, FramesTotal: feats.frames})
 		},
@@ -247,7 +268,10 @@ func (r *Renderer) generateVideo(ctx context.Context, pl *plan, av *avatar.Avata
 		os.Remove(tmpPath)
 		return err
 	}
-	if err := enc.Close(); err != nil {
+	flush := time.Now()
+	err = enc.Close()
+	st.Encode += time.Since(flush)
+	if err != nil {
 		os.Remove(tmpPath)
 		if ctx.Err() != nil {
 			return context.Cause(ctx)

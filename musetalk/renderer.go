@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/kernels/cpu"
@@ -271,6 +272,28 @@ type Request struct {
 	// Params are the job's parameters (version, batch size, fps, face box,
 	// …); zero values take the defaults.
 	Params protocol.JobParams
+	// Stats, when non-nil, receives where the render's time went.
+	Stats *Stats
+}
+
+// Stats are where one render's time went, for benchmarks and logs. The
+// networks run on their own goroutine while earlier frames are blended and
+// encoded, so UNet and VAEDecode overlap Blend and Encode: each is that
+// stage's busy time, and together they may exceed Wall.
+type Stats struct {
+	Load      time.Duration // loading the version's networks (zero once loaded)
+	Prepare   time.Duration // avatar preparation, or opening the cached one
+	Features  time.Duration // audio decode, log-mel and the Whisper encoder
+	UNet      time.Duration // the UNet, all batches
+	VAEDecode time.Duration // the VAE decoder, all batches
+	Blend     time.Duration // uint8 faces resized back and blended
+	Encode    time.Duration // waiting on ffmpeg: frame writes and the final flush
+	Wall      time.Duration // the whole Render call
+
+	AvatarFrames int  // frames of the avatar
+	AvatarCached bool // the avatar came from the cache
+	Frames       int  // output frames
+	FaceFrames   int  // output frames that went through the networks
 }
 
 // result describes a finished render.

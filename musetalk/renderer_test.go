@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/musetalk/modeldir"
@@ -220,8 +221,24 @@ func TestRenderStill(t *testing.T) {
 		t.Errorf("output has %d frames, want %d", n, want)
 	}
 
-	// The same avatar again comes from the cache.
-	res2, err := b.r.render(context.Background(), b.request("again.mp4"), nil)
+	// The same avatar again comes from the cache; Stats say so and account
+	// for every stage.
+	var st Stats
+	req2 := b.request("again.mp4")
+	req2.Stats = &st
+	if err := b.r.Render(context.Background(), req2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !st.AvatarCached || st.AvatarFrames != 1 || st.Frames != want || st.FaceFrames != want {
+		t.Errorf("second render stats %+v: want a cached 1-frame avatar, %d frames all with a face", st, want)
+	}
+	for name, d := range map[string]time.Duration{"Prepare": st.Prepare, "Features": st.Features, "UNet": st.UNet,
+		"VAEDecode": st.VAEDecode, "Blend": st.Blend, "Encode": st.Encode} {
+		if d <= 0 || d > st.Wall {
+			t.Errorf("Stats.%s = %v, want within (0, Wall %v]", name, d, st.Wall)
+		}
+	}
+	res2, err := b.r.render(context.Background(), b.request("again2.mp4"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
