@@ -18,7 +18,7 @@ import (
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
-		Usage: "measure the speed of the networks",
+		Usage: "measure the speed of the networks and of the whole pipeline",
 		Subcommands: []*cli.Command{{
 			Name:  "model",
 			Usage: "time the full-size MuseTalk UNet and VAE decoder with seeded random weights",
@@ -35,7 +35,7 @@ process's peak resident memory. Needs about 8 GB of memory.`,
 				&cli.Float64Flag{Name: "peak-gflops", Usage: "the machine's peak GFLOP/s, to report each network's share of it"},
 			},
 			Action: runBenchModel,
-		}},
+		}, benchPipelineCommand()},
 	}
 }
 

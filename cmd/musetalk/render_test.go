@@ -24,10 +24,16 @@ func runRenderCLI(t *testing.T, args ...string) (string, error) {
 	if !registered {
 		app.Commands = append(app.Commands, renderCommand())
 	}
+	return runAppCLI(t, app, append([]string{"render"}, args...)...)
+}
+
+// runAppCLI runs app with args after the global flags, capturing its output.
+func runAppCLI(t *testing.T, app *cli.App, args ...string) (string, error) {
+	t.Helper()
 	var out bytes.Buffer
 	app.Writer, app.ErrWriter = &out, &out
 	app.ExitErrHandler = func(*cli.Context, error) {}
-	err := app.Run(append([]string{"musetalk", "--log-level", "warn", "render"}, args...))
+	err := app.Run(append([]string{"musetalk", "--log-level", "warn"}, args...))
 	return out.String(), err
 }
 
