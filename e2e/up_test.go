@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,13 +28,17 @@ type upProc struct {
 
 var upAPILine = regexp.MustCompile(`API +(http://\S+) `)
 
-// startUp starts `musetalk up --engine preview` on free ports over dataDir
-// and waits for its banner.
-func startUp(t *testing.T, dir, name, dataDir string) *upProc {
+// startUp starts `musetalk up` on free ports over dataDir and waits for its
+// banner. Without extra arguments it runs the preview engine.
+func startUp(t *testing.T, dir, name, dataDir string, extra ...string) *upProc {
 	t.Helper()
 	out := filepath.Join(dir, name+".out")
-	p := startProc(t, dir, name, musetalkBin, []string{"up", "--engine", "preview", "--data-dir", dataDir,
-		"--addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--poll-interval", "250ms", "--grace", "60s"}, nil, out)
+	if len(extra) == 0 {
+		extra = []string{"--engine", "preview"}
+	}
+	args := append([]string{"up", "--data-dir", dataDir, "--addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0",
+		"--poll-interval", "250ms", "--grace", "60s"}, extra...)
+	p := startProc(t, dir, name, musetalkBin, args, nil, out)
 	u := &upProc{proc: p}
 	eventually(t, 30*time.Second, 50*time.Millisecond, name+" prints where it listens", func() (bool, string) {
 		b, _ := os.ReadFile(out)
@@ -132,6 +138,62 @@ func TestUpDrainsOnSIGTERMAndKeepsJobs(t *testing.T) {
 	}
 	if code := up2.wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("up exited %d after SIGINT", code)
+	}
+}
+
+// TestUpSubmitMuseTalk: `musetalk up` with its default engine (MuseTalk, on
+// tiny random weights) and `musetalk submit` lip-sync the astronaut to
+// espeak-ng speech end to end; the downloaded video passes the same checks
+// as a local render, and the worker reports the prepared avatar.
+func TestUpSubmitMuseTalk(t *testing.T) {
+	needSuite(t)
+	for _, tool := range []string{"ffmpeg", "ffprobe", "espeak-ng"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	astronaut := testMedia(t, "astronaut.png")
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	weights := filepath.Join(dir, "weights")
+	runTool(t, ctx, musetalkBin, "weights", "tiny", "--out", weights)
+	speech := filepath.Join(dir, "speech.wav")
+	runTool(t, ctx, "espeak-ng", "-w", speech, "Submitted through the control plane.")
+
+	up := startUp(t, dir, "up", filepath.Join(dir, "data"), "--weights", weights,
+		"--avatar-cache", filepath.Join(dir, "cache"), "--threads", "2")
+	out := filepath.Join(dir, "lipsync.mp4")
+	box := fmt.Sprintf("%d,%d,%d,%d", renderFaceBox[0], renderFaceBox[1], renderFaceBox[2], renderFaceBox[3])
+	sub := startProc(t, dir, "submit", musetalkBin, []string{"submit", "--control", up.url,
+		"--avatar", astronaut, "--audio", speech, "--out", out, "--face-box", box, "--batch-size", "8", "--parsing-mode", "raw"}, nil, "")
+	if code := sub.wait(t, 2*time.Minute); code != 0 {
+		t.Fatalf("submit exited %d:\n%s\nup:\n%s", code, tailFile(sub.logPath, 20), tailFile(up.logPath, 20))
+	}
+	checkRender(t, ctx, astronaut, speech, out, big.NewRat(25, 1), nil)
+
+	c, err := client.New(up.url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, 100*time.Millisecond, "the worker reports the prepared avatar", func() (bool, string) {
+		ws, err := c.Workers(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, w := range ws {
+			if len(w.CachedAvatars) > 0 {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("workers %+v", ws)
+	})
+	if err := up.signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := up.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("up exited %d after SIGTERM", code)
 	}
 }
 

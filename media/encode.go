@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"os"
 	"strconv"
@@ -29,10 +30,12 @@ type EncodeOptions struct {
 	// (AAC) and muxed in the same pass.
 	AudioPath string
 	// Frames is the number of frames the caller will write; 0 if
-	// unknown. With audio the output is cut to the shorter stream: when
-	// Frames is set every stream is cut with -t to min(audio duration,
-	// Frames/FPS), exact up to the video's whole last frame and the
-	// audio's 1024-sample AAC frames; when 0 the output is cut to the
+	// unknown. With audio the output is cut to the shorter stream at a
+	// frame boundary: when Frames is set every stream is cut with -t to
+	// min(Frames, ⌈audio duration·FPS⌉)/FPS, so the video keeps every
+	// frame that shows some of the audio (it may outlast the audio by less
+	// than one frame) and the audio is cut only where it is longer than the
+	// video (up to its 1024-sample AAC frames); when 0 the output is cut to the
 	// audio's duration and ffmpeg's -shortest handles a shorter video,
 	// which can leave the audio somewhat longer than the video (one AAC
 	// frame in the tests; ffmpeg promises no bound). No stream is cut with
@@ -88,9 +91,7 @@ func (f *FFmpeg) NewEncoder(ctx context.Context, out string, opts EncodeOptions)
 	}
 	var limit time.Duration // 0: none
 	fps, _ := opts.FPS.Float64()
-	if opts.Frames > 0 {
-		limit = time.Duration(float64(opts.Frames) / fps * float64(time.Second))
-	}
+	var audioDur time.Duration
 	if opts.AudioPath != "" {
 		info, err := f.Probe(ctx, opts.AudioPath)
 		if err != nil {
@@ -99,9 +100,21 @@ func (f *FFmpeg) NewEncoder(ctx context.Context, out string, opts EncodeOptions)
 		if info.Audio == nil {
 			return nil, fmt.Errorf("media: %s: audio from %s: %w (the file has only %s)", what, base(opts.AudioPath), ErrNoAudio, streamKinds(info))
 		}
-		if d := info.Audio.Duration; d > 0 && (limit == 0 || d < limit) {
-			limit = d
+		audioDur = info.Audio.Duration
+	}
+	switch {
+	case opts.Frames > 0:
+		// Cut at a frame boundary: the frames written, or fewer when the
+		// audio ends earlier, keeping every frame that shows some of it
+		// (ffmpeg's -t drops a frame that starts less than half a frame
+		// before the limit, so the limit is the last kept frame's end).
+		n := opts.Frames
+		if audioDur > 0 {
+			n = min(n, int(math.Ceil(audioDur.Seconds()*fps-1e-6)))
 		}
+		limit = time.Duration(float64(max(n, 1)) / fps * float64(time.Second))
+	case audioDur > 0:
+		limit = audioDur
 	}
 	args := []string{"-nostdin", "-v", "error", "-y",
 		"-f", "rawvideo", "-pix_fmt", "rgb24", "-s", fmt.Sprintf("%dx%d", opts.Width, opts.Height),

@@ -531,6 +531,35 @@ func TestEncodeRoundTripWithAudio(t *testing.T) {
 	}
 }
 
+// TestEncodeKeepsTheLastPartialFrame: audio that ends just after a frame
+// starts (0.962 s at 25 fps: frame 24 starts at 0.960 s) keeps that frame,
+// ⌈duration·fps⌉ = 25 frames, also at NTSC rates where the boundary falls
+// between samples.
+func TestEncodeKeepsTheLastPartialFrame(t *testing.T) {
+	dir := fixture(t, "dir")
+	for _, tc := range []struct {
+		secs string
+		fps  *big.Rat
+		want int
+	}{
+		{"0.962", big.NewRat(25, 1), 25},
+		{"0.9985", big.NewRat(25, 1), 25},
+		{"1.0015", big.NewRat(30000, 1001), 31},
+	} {
+		audio := filepath.Join(dir, "tone"+tc.secs+".wav")
+		if out, err := exec.Command("ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+			"sine=frequency=300:sample_rate=16000:duration="+tc.secs, audio).CombinedOutput(); err != nil {
+			t.Fatalf("ffmpeg: %v: %s", err, out)
+		}
+		out := filepath.Join(dir, "partial"+tc.secs+".mp4")
+		info := encode(t, out, EncodeOptions{Width: 32, Height: 32, FPS: tc.fps, Preset: "ultrafast",
+			AudioPath: audio, Frames: tc.want}, tc.want, [3]uint8{9, 99, 199})
+		if info.Video.Frames != tc.want {
+			t.Errorf("%s s of audio at %v fps: %d frames, want %d", tc.secs, tc.fps, info.Video.Frames, tc.want)
+		}
+	}
+}
+
 func TestEncodeOddSizeRoundTrip(t *testing.T) {
 	dir := fixture(t, "dir")
 	out := filepath.Join(dir, "odd.mp4")

@@ -324,6 +324,20 @@ func (c *Client) Get(ctx context.Context, id string) (protocol.JobView, error) {
 	return job, nil
 }
 
+// Workers returns the worker registry: each worker's state, job and
+// cached avatars.
+func (c *Client) Workers(ctx context.Context) ([]protocol.WorkerView, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, protocol.Path(protocol.ListWorkersRoute), nil)
+	if err != nil {
+		return nil, err
+	}
+	var list protocol.WorkerList
+	if err := c.do(req, &list); err != nil {
+		return nil, fmt.Errorf("listing workers: %w", err)
+	}
+	return list.Workers, nil
+}
+
 // Cancel cancels a queued or running job and returns it. Cancelling a
 // cancelled job succeeds again; a finished one answers an *Error with code
 // protocol.CodeConflict.

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -471,5 +472,22 @@ func TestNewChecksItsArguments(t *testing.T) {
 	}
 	if _, err := c.Get(context.Background(), "../secrets"); err == nil || !strings.Contains(err.Error(), "not a valid id") {
 		t.Errorf("Get with a bad id: %v", err)
+	}
+}
+
+func TestWorkers(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	c := b.client(publicKey)
+	ws, err := c.Workers(context.Background())
+	if err != nil || len(ws) != 0 {
+		t.Fatalf("Workers before any heartbeat: %+v, %v", ws, err)
+	}
+	b.worker("POST", protocol.Path(protocol.HeartbeatRoute, "w1"), protocol.Heartbeat{
+		Status: protocol.WorkerIdle, Provider: "other", GPUClass: "test", WorkerType: protocol.WorkerMain,
+		CachedAvatars: []string{"face-17"}}, nil)
+	ws, err = c.Workers(context.Background())
+	if err != nil || len(ws) != 1 || ws[0].ID != "w1" || !slices.Equal(ws[0].CachedAvatars, []string{"face-17"}) {
+		t.Fatalf("Workers after w1's heartbeat: %+v, %v", ws, err)
 	}
 }
