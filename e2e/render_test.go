@@ -265,9 +265,9 @@ func meanAbsDiff(a, b *media.Frame, keep func(x, y int) bool) float64 {
 
 // TestWorkerDefaultEnginesWithoutWeights starts `musetalk worker` with its
 // default engines (musetalk, preview) and an empty weight directory: the
-// worker starts and is ready, its self-check says the weights are missing,
-// a preview job succeeds on it, and a job for the default engine fails
-// permanently, naming the missing files and the fetch command.
+// worker stays alive but not ready, its self-check (in /health and in the
+// registry) names the missing files and the fetch command, and it claims
+// nothing, so a job waits for a worker that can run it instead of failing.
 func TestWorkerDefaultEnginesWithoutWeights(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOptions{kind: previewWorkers})
@@ -286,28 +286,34 @@ func TestWorkerDefaultEnginesWithoutWeights(t *testing.T) {
 	w.proc = startProc(t, c.dir, id, musetalkBin, []string{"worker", "--health-addr", w.healthAddr,
 		"--work-dir", filepath.Join(c.dir, "work-"+id), "--weights", filepath.Join(c.dir, "no-weights"),
 		"--avatar-cache", filepath.Join(c.dir, "avatars-"+id)}, env, "")
-	eventually(t, 30*time.Second, 100*time.Millisecond, id+" ready without weights", func() (bool, string) {
-		code, body := c.health(w, "/ready")
-		_, health := c.health(w, "/health")
-		return code == http.StatusOK && strings.Contains(health, `"weights_present":false`) &&
-			strings.Contains(health, `"engine":"musetalk,preview"`), fmt.Sprintf("/ready %d %s; /health %s", code, body, health)
+	eventually(t, 30*time.Second, 100*time.Millisecond, id+" reports the missing weights", func() (bool, string) {
+		ready, body := c.health(w, "/ready")
+		live, health := c.health(w, "/health")
+		return live == http.StatusOK && ready == http.StatusServiceUnavailable &&
+			strings.Contains(health, `"weights_present":false`) && strings.Contains(health, "musetalk weights fetch") &&
+			strings.Contains(health, "musetalkV15/"), fmt.Sprintf("/ready %d %s; /health %d %s", ready, body, live, health)
 	})
-
-	preview := c.submitParams(avatarPNG, "speech.wav", mustRead(t, speechWAV), `{"engine":"preview"}`)
-	if j := c.waitFinal(preview.ID, 60*time.Second); j.State != protocol.JobSucceeded || j.Attempts[0].WorkerID != id {
-		t.Fatalf("preview job: %s", describe(j))
-	}
-	lip := c.submitParams(avatarPNG, "speech.wav", mustRead(t, speechWAV), "")
-	j := c.waitFinal(lip.ID, 60*time.Second)
-	if j.State != protocol.JobFailed || len(j.Attempts) != 1 {
-		t.Fatalf("musetalk job without weights: want failed after one attempt: %s", describe(j))
-	}
-	for _, want := range []string{"musetalk weights fetch", "musetalkV15/"} {
-		if !strings.Contains(j.Error, want) {
-			t.Errorf("job error %q does not mention %q", j.Error, want)
+	job := c.submitParams(avatarPNG, "speech.wav", mustRead(t, speechWAV), "")
+	eventually(t, 10*time.Second, 100*time.Millisecond, "the registry shows the self-check", func() (bool, string) {
+		var list protocol.WorkerList
+		if err := c.do(http.MethodGet, "/v1/workers", nil, "", http.StatusOK, &list); err != nil {
+			return false, err.Error()
 		}
+		for _, wv := range list.Workers {
+			if wv.ID == id && wv.SelfCheck != nil && strings.Contains(wv.SelfCheck.Error, "musetalk weights fetch") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", list.Workers)
+	})
+	time.Sleep(3 * time.Second) // three heartbeat intervals: a claim would have happened
+	var j protocol.JobView
+	if err := c.do(http.MethodGet, "/v1/jobs/"+job.ID, nil, "", http.StatusOK, &j); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("musetalk job without weights: %s", j.Error)
+	if j.State != protocol.JobQueued || len(j.Attempts) != 0 {
+		t.Fatalf("a worker without weights took the job: %s", describe(j))
+	}
 }
 
 // submitParams submits a job with a params form field (JSON; "" for none).

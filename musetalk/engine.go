@@ -28,11 +28,12 @@ type EngineOptions struct {
 // and the Renderer loads each version's networks once, on first use (Check
 // loads the first of Versions when its weights are present).
 //
-// A worker without weights still starts: Check reports
-// weights_present=false without an error, so the worker keeps claiming
-// jobs for its other engines (preview), and a MuseTalk job it claims
-// fails permanently with a *[MissingWeightsError] naming the missing files
-// and the `musetalk weights fetch` command.
+// A worker without weights must not take MuseTalk jobs: Check fails with a
+// *[MissingWeightsError] naming the missing files and the `musetalk
+// weights fetch` command, so the worker reports it in its self-check and
+// claims nothing (an operator who wants the preview engine alone runs
+// `--engine preview`). Should the weights vanish after the check, a job
+// fails retryably, for a worker that has them.
 //
 // Errors from the job's inputs (*[InputError]) are permanent; other
 // failures are left unclassified, which the worker retries.
@@ -76,9 +77,10 @@ func (e *Engine) renderer(ctx context.Context) (*Renderer, error) {
 }
 
 // Check reports the device ("cpu/avx2", …) and whether the weight
-// directory holds every file of the configured versions. Missing weights
-// are not an error (see [Engine]); a cache directory that cannot be
-// opened, or weights that are present but cannot be loaded, are.
+// directory holds every file of the configured versions, and loads the
+// first version's networks. Missing weights (see [Engine]), a cache
+// directory that cannot be opened and weights that cannot be loaded are
+// errors.
 func (e *Engine) Check(ctx context.Context) (engine.CheckResult, error) {
 	res := engine.CheckResult{Device: "cpu/" + cpu.BestISA().String()}
 	r, err := e.renderer(ctx)
@@ -87,11 +89,6 @@ func (e *Engine) Check(ctx context.Context) (engine.CheckResult, error) {
 	}
 	res.Device = r.Device()
 	if err := r.CheckWeights(e.opts.Versions...); err != nil {
-		var mw *MissingWeightsError
-		if errors.As(err, &mw) {
-			r.log.Warn("musetalk engine: weights missing; MuseTalk jobs will fail until they are fetched", "err", err)
-			return res, nil
-		}
 		return res, fmt.Errorf("musetalk engine: %w", err)
 	}
 	res.WeightsPresent = true
@@ -101,8 +98,8 @@ func (e *Engine) Check(ctx context.Context) (engine.CheckResult, error) {
 	return res, nil
 }
 
-// Run renders the job. Input and missing-weight failures are
-// engine.Permanent; a cancelled ctx returns its cause.
+// Run renders the job. Input failures are engine.Permanent, missing
+// weights engine.Retryable; a cancelled ctx returns its cause.
 func (e *Engine) Run(ctx context.Context, job *engine.Job, progress engine.ProgressFunc) error {
 	r, err := e.renderer(ctx)
 	if err != nil {
@@ -113,9 +110,12 @@ func (e *Engine) Run(ctx context.Context, job *engine.Job, progress engine.Progr
 		if ctx.Err() != nil {
 			return err
 		}
-		var mw *MissingWeightsError
-		if IsInputError(err) || errors.As(err, &mw) {
+		if IsInputError(err) {
 			return engine.Permanent(err)
+		}
+		var mw *MissingWeightsError
+		if errors.As(err, &mw) {
+			return engine.Retryable(err)
 		}
 		return err
 	}

@@ -340,8 +340,9 @@ func TestEngineWithoutWeights(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}})
 	defer e.Close()
 	res, err := e.Check(context.Background())
-	if err != nil {
-		t.Fatalf("Check without weights: %v, want no error (preview jobs must still run)", err)
+	var mw *MissingWeightsError
+	if !errors.As(err, &mw) || !strings.Contains(err.Error(), "musetalk weights fetch") {
+		t.Fatalf("Check without weights: %v, want a MissingWeightsError with the fetch command (the worker must not claim)", err)
 	}
 	if res.WeightsPresent || !strings.HasPrefix(res.Device, "cpu/") {
 		t.Errorf("Check: %+v, want weights absent on cpu/<isa>", res)
@@ -350,8 +351,8 @@ func TestEngineWithoutWeights(t *testing.T) {
 	writeWAV(t, filepath.Join(dir, "a.wav"), 0.2)
 	err = e.Run(context.Background(), &engine.Job{ID: "j", AvatarPath: filepath.Join(dir, "a.png"), AudioPath: filepath.Join(dir, "a.wav"),
 		OutputPath: filepath.Join(dir, "o.mp4")}, nil)
-	if retryable, classified := engine.Classify(err); err == nil || retryable || !classified {
-		t.Fatalf("Run without weights: %v, want a permanent error", err)
+	if retryable, classified := engine.Classify(err); err == nil || !retryable || !classified {
+		t.Fatalf("Run without weights: %v, want a retryable error (another worker may have the weights)", err)
 	}
 	if !strings.Contains(err.Error(), "musetalk weights fetch") {
 		t.Errorf("Run without weights: %v, want the fetch command", err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -22,6 +23,8 @@ import (
 	"github.com/avatargen/musetalk/blob"
 	"github.com/avatargen/musetalk/control"
 	"github.com/avatargen/musetalk/control/store/sqlite"
+	"github.com/avatargen/musetalk/musetalk"
+	"github.com/avatargen/musetalk/musetalk/modeldir"
 	"github.com/avatargen/musetalk/protocol"
 	"github.com/avatargen/musetalk/telemetry"
 	"github.com/avatargen/musetalk/worker"
@@ -147,6 +150,14 @@ func runUp(c *cli.Context) error {
 	}
 	settings := engineSettingsFrom(c, wcfg.Logger)
 	for _, name := range engines {
+		if name == musetalk.EngineName {
+			// A worker without weights claims nothing; here, with the one
+			// worker, say so before starting instead of queueing forever.
+			dir := cmp.Or(settings.weightsDir, modeldir.Default())
+			if err := modeldir.Dir(dir).Check(musetalk.DefaultVersion); err != nil {
+				return fmt.Errorf("the musetalk engine has no weights: %w\n(or run `musetalk up --engine preview` to try the service without them)", err)
+			}
+		}
 		e, err := newEngineWith(name, settings)
 		if err != nil {
 			return err

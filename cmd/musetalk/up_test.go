@@ -306,8 +306,11 @@ func TestUpRejectsBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"--engine", "sora"}, "sora"},
-		{[]string{"--poll-interval", "0s"}, "--poll-interval"},
-		{[]string{"--addr", "127.0.0.1:99999"}, "listening on 127.0.0.1:99999"},
+		{[]string{"--engine", "preview", "--poll-interval", "0s"}, "--poll-interval"},
+		{[]string{"--engine", "preview", "--addr", "127.0.0.1:99999"}, "listening on 127.0.0.1:99999"},
+		// The default engine without weights: a clear refusal, not a
+		// queue that never moves.
+		{[]string{"--weights", t.TempDir()}, "musetalk weights fetch"},
 	} {
 		out := newWatchBuffer()
 		args := append([]string{"up", "--data-dir", t.TempDir(), "--health-addr", "127.0.0.1:0", "--addr", "127.0.0.1:0"}, tc.args...)

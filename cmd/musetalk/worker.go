@@ -162,7 +162,7 @@ type engineSettings struct {
 // musetalkEngineFlags are the MuseTalk engine's flags of `musetalk worker`.
 func musetalkEngineFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "weights", Usage: "weight directory of the musetalk engine (default: " + modeldir.Default() + "; fill it with `musetalk weights fetch`)", EnvVars: []string{"MUSETALK_WEIGHTS"}},
+		&cli.StringFlag{Name: "weights", Usage: "weight directory of the musetalk engine (default: " + modeldir.Default() + "; fill it with: musetalk weights fetch)", EnvVars: []string{"MUSETALK_WEIGHTS"}},
 		&cli.StringFlag{Name: "avatar-cache", Usage: "directory of prepared avatars (default: " + musetalk.DefaultCacheDir() + ")", EnvVars: []string{"MUSETALK_AVATAR_CACHE"}},
 		&cli.Int64Flag{Name: "avatar-cache-max-bytes", Value: musetalk.DefaultCacheMaxBytes, Usage: "size bound of the avatar cache; least recently used avatars go first", EnvVars: []string{"MUSETALK_AVATAR_CACHE_MAX_BYTES"}},
 		&cli.IntFlag{Name: "threads", Usage: "CPU threads of the musetalk engine (default: all cores)", EnvVars: []string{"MUSETALK_THREADS"}},
