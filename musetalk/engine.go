@@ -2,11 +2,15 @@ package musetalk
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/avatargen/musetalk/kernels/cpu"
+	"github.com/avatargen/musetalk/protocol"
 	"github.com/avatargen/musetalk/worker/engine"
 )
 
@@ -73,7 +77,47 @@ func (e *Engine) renderer(ctx context.Context) (*Renderer, error) {
 		return nil, err
 	}
 	e.r = r
+	e.loadIDsLocked()
 	return r, nil
+}
+
+// avatarIDsFile, in the avatar cache's directory, maps cache keys to the
+// control plane's avatar ids, so that a restarted worker reports the
+// avatars it still holds (and is preferred for their jobs) at once.
+const avatarIDsFile = "avatar-ids.json"
+
+// loadIDsLocked reads avatarIDsFile; a missing or unreadable file only
+// costs the preference until jobs name the avatars again.
+func (e *Engine) loadIDsLocked() {
+	data, err := os.ReadFile(filepath.Join(e.r.opts.CacheDir, avatarIDsFile))
+	if err != nil {
+		return
+	}
+	var ids map[string]string
+	if err := json.Unmarshal(data, &ids); err != nil {
+		e.r.log.Warn("musetalk engine: ignoring the avatar id file", "err", err)
+		return
+	}
+	for k, id := range ids {
+		if protocol.ValidID(id) {
+			e.ids[k] = id
+		}
+	}
+}
+
+// saveIDsLocked writes avatarIDsFile atomically.
+func (e *Engine) saveIDsLocked() {
+	data, err := json.Marshal(e.ids)
+	if err == nil {
+		path := filepath.Join(e.r.opts.CacheDir, avatarIDsFile)
+		tmp := path + ".tmp"
+		if err = os.WriteFile(tmp, data, 0o644); err == nil {
+			err = os.Rename(tmp, path)
+		}
+	}
+	if err != nil {
+		e.r.log.Warn("musetalk engine: saving the avatar ids", "err", err)
+	}
 }
 
 // Check reports the device ("cpu/avx2", …) and whether the weight
@@ -121,7 +165,10 @@ func (e *Engine) Run(ctx context.Context, job *engine.Job, progress engine.Progr
 	}
 	if job.AvatarID != "" {
 		e.mu.Lock()
-		e.ids[res.AvatarKey] = job.AvatarID
+		if e.ids[res.AvatarKey] != job.AvatarID {
+			e.ids[res.AvatarKey] = job.AvatarID
+			e.saveIDsLocked()
+		}
 		e.mu.Unlock()
 	}
 	return nil
@@ -130,8 +177,8 @@ func (e *Engine) Run(ctx context.Context, job *engine.Job, progress engine.Progr
 // CachedAvatars lists the avatar ids of the jobs whose prepared avatars
 // are still in the cache, most recently used first. The ids are the
 // control plane's (engine.Job.AvatarID); the cache's own keys also cover
-// the options and the weights, so an avatar prepared by an earlier
-// process is listed once a job uses it again.
+// the options and the weights. The mapping survives restarts in the cache
+// directory.
 func (e *Engine) CachedAvatars() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -148,10 +195,15 @@ func (e *Engine) CachedAvatars() []string {
 			out = append(out, id)
 		}
 	}
+	forgot := false
 	for k := range e.ids { // forget evicted entries
 		if !live[k] {
 			delete(e.ids, k)
+			forgot = true
 		}
+	}
+	if forgot {
+		e.saveIDsLocked()
 	}
 	return out
 }

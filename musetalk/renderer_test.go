@@ -383,6 +383,16 @@ func TestEngineRunsAndReportsAvatars(t *testing.T) {
 	if got := e.CachedAvatars(); !slices.Equal(got, []string{"avatar-1"}) {
 		t.Errorf("CachedAvatars %v, want [avatar-1]", got)
 	}
+	// A restarted engine over the same cache reports it before any job.
+	e2 := NewEngine(EngineOptions{Options: Options{WeightsDir: tinyWeights(t), CacheDir: filepath.Join(dir, "c"), Threads: 1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}})
+	defer e2.Close()
+	if _, err := e2.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := e2.CachedAvatars(); !slices.Equal(got, []string{"avatar-1"}) {
+		t.Errorf("restarted engine: CachedAvatars %v, want [avatar-1]", got)
+	}
 	job.AudioPath = job.AvatarPath
 	err = e.Run(context.Background(), job, nil)
 	if retryable, classified := engine.Classify(err); err == nil || retryable || !classified || !strings.Contains(err.Error(), "audio") {
