@@ -572,6 +572,12 @@ func (c *cluster) do(method, path string, body io.Reader, contentType string, wa
 // audioName.
 func (c *cluster) submit(avatarPath, audioName string, audio []byte) protocol.JobView {
 	c.t.Helper()
+	return c.submitParams(avatarPath, audioName, audio, "")
+}
+
+// submitParams submits a job with a params form field (JSON; "" for none).
+func (c *cluster) submitParams(avatarPath, audioName string, audio []byte, params string) protocol.JobView {
+	c.t.Helper()
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	avatar, err := os.ReadFile(avatarPath)
@@ -587,6 +593,11 @@ func (c *cluster) submit(avatarPath, audioName string, audio []byte) protocol.Jo
 			c.t.Fatal(err)
 		}
 		fw.Write(f.data)
+	}
+	if params != "" {
+		if err := mw.WriteField("params", params); err != nil {
+			c.t.Fatal(err)
+		}
 	}
 	if err := mw.Close(); err != nil {
 		c.t.Fatal(err)

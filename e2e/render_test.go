@@ -3,13 +3,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"math"
 	"math/big"
-	"mime/multipart"
 	"net/http"
 	"os"
 	"os/exec"
@@ -314,38 +312,4 @@ func TestWorkerDefaultEnginesWithoutWeights(t *testing.T) {
 	if j.State != protocol.JobQueued || len(j.Attempts) != 0 {
 		t.Fatalf("a worker without weights took the job: %s", describe(j))
 	}
-}
-
-// submitParams submits a job with a params form field (JSON; "" for none).
-func (c *cluster) submitParams(avatarPath, audioName string, audio []byte, params string) protocol.JobView {
-	c.t.Helper()
-	var body bytes.Buffer
-	mw := multipart.NewWriter(&body)
-	avatar, err := os.ReadFile(avatarPath)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	for _, f := range []struct {
-		field, name string
-		data        []byte
-	}{{"avatar", filepath.Base(avatarPath), avatar}, {"audio", audioName, audio}} {
-		fw, err := mw.CreateFormFile(f.field, f.name)
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		fw.Write(f.data)
-	}
-	if params != "" {
-		if err := mw.WriteField("params", params); err != nil {
-			c.t.Fatal(err)
-		}
-	}
-	if err := mw.Close(); err != nil {
-		c.t.Fatal(err)
-	}
-	var j protocol.JobView
-	if err := c.do(http.MethodPost, "/v1/jobs", &body, mw.FormDataContentType(), http.StatusCreated, &j); err != nil {
-		c.t.Fatalf("submitting: %v", err)
-	}
-	return j
 }

@@ -78,6 +78,17 @@ type Tensor64 struct {
 	Data  []float64
 }
 
+// Tensor returns tensor name as float32 (F16 and BF16 converted
+// exactly) with its shape, so a Case serves a network's weights directly
+// (it satisfies model.Tensors).
+func (c *Case) Tensor(name string) ([]float32, []int, error) {
+	x, err := c.File.ReadFloat32(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return x.Data, x.Shape, nil
+}
+
 // Float64 reads tensor name as float64: F64 tensors exactly, the others
 // through the float32 conversion, which is exact for F32, F16 and the
 // integer types the cases use.

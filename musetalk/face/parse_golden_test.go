@@ -12,18 +12,6 @@ import (
 	"github.com/avatargen/musetalk/musetalk/model"
 )
 
-// parseGoldenSource serves a golden case's weights as float32 (F16
-// converted exactly).
-type parseGoldenSource struct{ c *golden.Case }
-
-func (s parseGoldenSource) Tensor(name string) ([]float32, []int, error) {
-	x, err := s.c.File.ReadFloat32(name)
-	if err != nil {
-		return nil, nil, err
-	}
-	return x.Data, x.Shape, nil
-}
-
 // parseGoldenTensor reads one tensor of the case as float64.
 func parseGoldenTensor(t *testing.T, c *golden.Case, name string) golden.Tensor64 {
 	t.Helper()
@@ -121,7 +109,7 @@ func TestGoldenFaceParsing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer be.Close()
-	net, err := model.NewBiSeNet(be, parseGoldenSource{c})
+	net, err := model.NewBiSeNet(be, c)
 	if err != nil {
 		t.Fatal(err)
 	}

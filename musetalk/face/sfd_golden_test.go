@@ -12,23 +12,11 @@ import (
 	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/musetalk/face"
 	"github.com/avatargen/musetalk/musetalk/model"
-	"github.com/avatargen/musetalk/musetalk/model/weights"
 )
 
 // Golden tests of the detection path (README part 2, cases g and g2):
 // preprocessing, post-processing on the stored heads, and the final box of
 // the whole detector.
-
-// goldenSource serves a golden file's weights, converted to float32.
-type goldenSource struct{ f *weights.Safetensors }
-
-func (s goldenSource) Tensor(name string) ([]float32, []int, error) {
-	x, err := s.f.ReadFloat32(name)
-	if err != nil {
-		return nil, nil, err
-	}
-	return x.Data, x.Shape, nil
-}
 
 // storedLevels builds image k's levels from the file's softmax outputs
 // (output.k.clsI, channel 1) and raw regressions (output.k.regI).
@@ -143,7 +131,7 @@ func TestGoldenS3FDDetect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	net, err := model.NewS3FD(b, goldenSource{c.File})
+	net, err := model.NewS3FD(b, c)
 	if err != nil {
 		t.Fatal(err)
 	}

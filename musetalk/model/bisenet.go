@@ -340,12 +340,12 @@ func bisenetConvBNReLU(s paramScope, in, out, k int, keep bool) bisenetConv {
 // without uploading them.
 func bisenetConvBN(s paramScope, conv, bn string, in, out, k, stride, pad int, relu, keep bool) bisenetConv {
 	c := bisenetConv{p: kernels.Conv2DPad(stride, pad), relu: relu}
-	w := bisenetRead(s.sub(conv), "weight", out, in, k, k)
+	w := s.sub(conv).read("weight", out, in, k, k)
 	bs := s.sub(bn)
-	gamma := bisenetRead(bs, "weight", out)
-	beta := bisenetRead(bs, "bias", out)
-	mean := bisenetRead(bs, "running_mean", out)
-	variance := bisenetRead(bs, "running_var", out)
+	gamma := bs.read("weight", out)
+	beta := bs.read("bias", out)
+	mean := bs.read("running_mean", out)
+	variance := bs.read("running_var", out)
 	if w == nil || gamma == nil || beta == nil || mean == nil || variance == nil {
 		return c
 	}
@@ -355,8 +355,8 @@ func bisenetConvBN(s paramScope, conv, bn string, in, out, k, stride, pad int, r
 		return c
 	}
 	if keep {
-		c.w = bisenetUpload(s.st, fw, out, in, k, k)
-		c.b = bisenetUpload(s.st, fb, out)
+		c.w = s.st.upload(fw, out, in, k, k)
+		c.b = s.st.upload(fb, out)
 	}
 	return c
 }
@@ -365,40 +365,10 @@ func bisenetConvBN(s paramScope, conv, bn string, in, out, k, stride, pad int, r
 // (name.weight [out,in,1,1]).
 func bisenetPlainConv(s paramScope, name string, in, out int, relu, keep bool) bisenetConv {
 	c := bisenetConv{p: kernels.Conv2DPad(1, 0), relu: relu}
-	if w := bisenetRead(s.sub(name), "weight", out, in, 1, 1); w != nil && keep {
-		c.w = bisenetUpload(s.st, w, out, in, 1, 1)
+	if w := s.sub(name).read("weight", out, in, 1, 1); w != nil && keep {
+		c.w = s.st.upload(w, out, in, 1, 1)
 	}
 	return c
-}
-
-// bisenetRead records prefix+name of the given shape in the spec and, when
-// loading, returns its elements as the source stores them (nil when only
-// recording, or when the tensor is missing or misshapen: the problem is
-// recorded). The caller must not modify the slice.
-func bisenetRead(s paramScope, name string, shape ...int) []float32 {
-	st := s.st
-	full := s.prefix + name
-	st.spec = append(st.spec, TensorSpec{Name: full, Shape: shape})
-	if st.b == nil {
-		return nil
-	}
-	data, got, err := st.src.Tensor(full)
-	if err != nil {
-		st.errs = append(st.errs, fmt.Sprintf("%s: %v", full, err))
-		return nil
-	}
-	if msg := checkTensorShape(data, got, shape); msg != "" {
-		st.errs = append(st.errs, full+": "+msg)
-		return nil
-	}
-	return data
-}
-
-// bisenetUpload turns data into a backend weight that st frees.
-func bisenetUpload(st *paramState, data []float32, shape ...int) *kernels.Tensor {
-	t := st.b.Weight(data, shape...)
-	st.loaded = append(st.loaded, t)
-	return t
 }
 
 // foldBatchNorm folds an eval-mode BatchNorm (per output channel o:

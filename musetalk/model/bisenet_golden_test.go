@@ -12,18 +12,6 @@ import (
 	"github.com/avatargen/musetalk/musetalk/model"
 )
 
-// bsGoldenSource serves a golden case's tensors as float32 (F16 weights
-// converted exactly).
-type bsGoldenSource struct{ c *golden.Case }
-
-func (s bsGoldenSource) Tensor(name string) ([]float32, []int, error) {
-	x, err := s.c.File.ReadFloat32(name)
-	if err != nil {
-		return nil, nil, err
-	}
-	return x.Data, x.Shape, nil
-}
-
 // TestGoldenBiSeNet runs case h's BiSeNet (full size, seeded fp16 weights
 // with non-trivial BatchNorm statistics) on its input.x and compares the
 // main head's logits and every intermediate with the JSON's suggested
@@ -76,7 +64,7 @@ func TestGoldenBiSeNet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer be.Close()
-	net, err := model.NewBiSeNet(be, bsGoldenSource{c})
+	net, err := model.NewBiSeNet(be, c)
 	if err != nil {
 		t.Fatal(err)
 	}

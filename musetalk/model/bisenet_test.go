@@ -19,7 +19,8 @@ func BiSeNetForwardTrace(n *BiSeNet, x *kernels.Tensor, trace func(string, *kern
 	return n.forward(x, trace)
 }
 
-func bisenetTestBackend(t testing.TB) kernels.Backend {
+// testBackend is a CPU backend closed when the test ends.
+func testBackend(t testing.TB) kernels.Backend {
 	t.Helper()
 	be, err := cpu.New(cpu.Options{})
 	if err != nil {
@@ -155,7 +156,7 @@ func TestBiSeNetSpec(t *testing.T) {
 			t.Errorf("%s: shape %v, want %v", name, spec[i].Shape, shape)
 		}
 	}
-	if _, err := NewBiSeNet(bisenetTestBackend(t), RandomTensors(spec, 1)); err != nil {
+	if _, err := NewBiSeNet(testBackend(t), RandomTensors(spec, 1)); err != nil {
 		t.Errorf("the spec's own tensors do not load: %v", err)
 	}
 }
@@ -199,7 +200,7 @@ func TestNewBiSeNetReportsEveryProblem(t *testing.T) {
 		reshaped: "ffm.conv2.weight",
 		replace:  map[string][]float32{"cp.arm16.bn_atten.running_var": badVar},
 	}
-	_, err := NewBiSeNet(bisenetTestBackend(t), src)
+	_, err := NewBiSeNet(testBackend(t), src)
 	if err == nil {
 		t.Fatal("NewBiSeNet accepted a faulty checkpoint")
 	}
@@ -217,7 +218,7 @@ func TestNewBiSeNetReportsEveryProblem(t *testing.T) {
 
 func TestBiSeNetForward(t *testing.T) {
 	t.Parallel()
-	be := bisenetTestBackend(t)
+	be := testBackend(t)
 	net, err := NewBiSeNet(be, RandomTensors(BiSeNetSpec(), 5))
 	if err != nil {
 		t.Fatal(err)
@@ -281,7 +282,7 @@ func TestBiSeNetForward(t *testing.T) {
 
 // BenchmarkBiSeNet512 times one forward pass at MuseTalk's parse size.
 func BenchmarkBiSeNet512(b *testing.B) {
-	be := bisenetTestBackend(b)
+	be := testBackend(b)
 	net, err := NewBiSeNet(be, RandomTensors(BiSeNetSpec(), 1))
 	if err != nil {
 		b.Fatal(err)

@@ -52,6 +52,19 @@ func (s paramScope) sub(parts ...any) paramScope {
 // as a weight of exactly that shape (nil when only recording, or when it is
 // missing or misshapen: the problem is recorded).
 func (s paramScope) param(name string, shape ...int) *kernels.Tensor {
+	data := s.read(name, shape...)
+	if data == nil {
+		return nil
+	}
+	return s.st.upload(data, shape...)
+}
+
+// read records prefix+name of the given shape in the spec and, when
+// loading, returns its elements as the source stores them (nil when only
+// recording, or when the tensor is missing or misshapen: the problem is
+// recorded). The caller must not modify the slice; models that transform a
+// parameter before use (BatchNorm folding) read it and upload the result.
+func (s paramScope) read(name string, shape ...int) []float32 {
 	st := s.st
 	full := s.prefix + name
 	st.spec = append(st.spec, TensorSpec{Name: full, Shape: slices.Clone(shape)})
@@ -67,6 +80,12 @@ func (s paramScope) param(name string, shape ...int) *kernels.Tensor {
 		st.errs = append(st.errs, full+": "+msg)
 		return nil
 	}
+	return data
+}
+
+// upload turns data into a backend weight of the given shape that free
+// releases.
+func (st *paramState) upload(data []float32, shape ...int) *kernels.Tensor {
 	t := st.b.Weight(data, shape...)
 	st.loaded = append(st.loaded, t)
 	return t

@@ -15,17 +15,6 @@ import (
 // network with seeded F16 weights on two real crops (128×128 and 96×160).
 // The post-processing of the same case is tested in package face.
 
-// s3fdGoldenSource serves a golden file's weights, converted to float32.
-type s3fdGoldenSource struct{ f *weights.Safetensors }
-
-func (s s3fdGoldenSource) Tensor(name string) ([]float32, []int, error) {
-	x, err := s.f.ReadFloat32(name)
-	if err != nil {
-		return nil, nil, err
-	}
-	return x.Data, x.Shape, nil
-}
-
 func TestGoldenS3FD(t *testing.T) {
 	c := golden.Load(t, "g_s3fd")
 	set := c.Set(t)
@@ -47,7 +36,7 @@ func TestGoldenS3FD(t *testing.T) {
 		}
 	}
 
-	m, err := NewS3FD(b, s3fdGoldenSource{c.File})
+	m, err := NewS3FD(b, c)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,18 +71,8 @@ type errMissing string
 
 func (e errMissing) Error() string { return "tensor " + string(e) + " not found" }
 
-func s3fdTestBackend(t *testing.T) kernels.Backend {
-	t.Helper()
-	b, err := cpu.New(cpu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b
-}
-
 func TestNewS3FDReportsBadWeights(t *testing.T) {
-	b := s3fdTestBackend(t)
+	b := testBackend(t)
 	src := s3fdBrokenSource{Tensors: RandomTensors(S3FDSpec(), 1), missing: "fc7_mbox_loc.bias", reshaped: "conv2_1.weight"}
 	m, err := NewS3FD(b, src)
 	if err == nil {
@@ -97,7 +87,7 @@ func TestNewS3FDReportsBadWeights(t *testing.T) {
 }
 
 func TestS3FDForward(t *testing.T) {
-	b := s3fdTestBackend(t)
+	b := testBackend(t)
 	m, err := NewS3FD(b, RandomTensors(S3FDSpec(), 7))
 	if err != nil {
 		t.Fatal(err)

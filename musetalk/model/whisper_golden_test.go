@@ -12,7 +12,6 @@ import (
 	"github.com/avatargen/musetalk/internal/golden"
 
 	"github.com/avatargen/musetalk/kernels"
-	"github.com/avatargen/musetalk/kernels/cpu"
 	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/musetalk/model"
 )
@@ -94,16 +93,6 @@ func (g *audioGolden) whisperConfig(t *testing.T) model.WhisperConfig {
 	return cfg
 }
 
-func newAudioBackend(t *testing.T) kernels.Backend {
-	t.Helper()
-	b, err := cpu.New(cpu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b
-}
-
 func download(t *testing.T, b kernels.Backend, x *kernels.Tensor) []float32 {
 	t.Helper()
 	out := make([]float32, x.Len())
@@ -117,7 +106,7 @@ func TestGoldenWhisperEncoder(t *testing.T) {
 	t.Parallel()
 	g := loadAudioGolden(t, "c_whisper_encoder")
 	cfg := g.whisperConfig(t)
-	b := newAudioBackend(t)
+	b := dmBackend(t)
 	enc, err := model.NewWhisperEncoder(b, cfg, g)
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +158,7 @@ func TestGoldenPositionalEncoding(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b := newAudioBackend(t)
+	b := dmBackend(t)
 	pe, err := model.NewPositionalEncoding(b, cfg.DModel, cfg.MaxLen)
 	if err != nil {
 		t.Fatal(err)
@@ -253,7 +242,7 @@ func testGoldenAudioPath(t *testing.T, file string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := newAudioBackend(t)
+	b := dmBackend(t)
 	enc, err := model.NewWhisperEncoder(b, cfg, g)
 	if err != nil {
 		t.Fatal(err)
