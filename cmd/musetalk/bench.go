@@ -32,6 +32,7 @@ process's peak resident memory. Needs about 8 GB of memory.`,
 				&cli.IntFlag{Name: "iters", Value: 2, Usage: "timed passes per network and batch size"},
 				&cli.IntFlag{Name: "threads", Usage: "threads for the CPU backend (default: all cores)"},
 				&cli.StringFlag{Name: "isa", Value: "auto", Usage: "CPU code path: auto, go, avx2 or avx512"},
+				&cli.StringFlag{Name: "conv", Value: "auto", Usage: "3×3 convolution algorithm: auto, direct or winograd"},
 				&cli.Float64Flag{Name: "peak-gflops", Usage: "the machine's peak GFLOP/s, to report each network's share of it"},
 			},
 			Action: runBenchModel,
@@ -48,19 +49,32 @@ func parseISA(s string) (cpu.ISA, error) {
 	return 0, fmt.Errorf("--isa %q: want auto, go, avx2 or avx512", s)
 }
 
+func parseConvAlgo(s string) (cpu.ConvAlgo, error) {
+	for _, a := range []cpu.ConvAlgo{cpu.ConvAuto, cpu.ConvDirect, cpu.ConvWinograd} {
+		if a.String() == s {
+			return a, nil
+		}
+	}
+	return 0, fmt.Errorf("--conv %q: want auto, direct or winograd", s)
+}
+
 func runBenchModel(c *cli.Context) error {
 	isa, err := parseISA(c.String("isa"))
 	if err != nil {
 		return err
 	}
-	cb, err := cpu.New(cpu.Options{ISA: isa, Threads: c.Int("threads")})
+	algo, err := parseConvAlgo(c.String("conv"))
+	if err != nil {
+		return err
+	}
+	cb, err := cpu.New(cpu.Options{ISA: isa, Threads: c.Int("threads"), Conv3x3: algo})
 	if err != nil {
 		return fmt.Errorf("starting the CPU backend: %w", err)
 	}
 	defer cb.Close()
 	b := &flopCounter{Backend: cb}
 	out := c.App.Writer
-	fmt.Fprintf(out, "backend %s, %d threads, GOMAXPROCS %d\n", cb.Name(), cb.Threads(), runtime.GOMAXPROCS(0))
+	fmt.Fprintf(out, "backend %s, %d threads, GOMAXPROCS %d, 3×3 convs %s\n", cb.Name(), cb.Threads(), runtime.GOMAXPROCS(0), algo)
 	peak := c.Float64("peak-gflops")
 	for _, batch := range c.IntSlice("batch") {
 		if batch < 1 {

@@ -27,6 +27,36 @@ type Options struct {
 	// Threads is the number of threads ops use, the caller's included;
 	// 0 means runtime.GOMAXPROCS(0).
 	Threads int
+	// Conv3x3 picks the algorithm of 3×3, stride 1, pad 1 convolutions:
+	// ConvAuto (the zero value) uses Winograd F(4×4, 3×3) where a cost
+	// model says it wins (AVX-512, at least 64 channels each way);
+	// ConvDirect never does; ConvWinograd always does, on any ISA and
+	// channel count (tests use it to check the Winograd path's numerics on
+	// small networks).
+	Conv3x3 ConvAlgo
+}
+
+// ConvAlgo names an algorithm choice for [Options.Conv3x3].
+type ConvAlgo uint8
+
+// The algorithm choices.
+const (
+	ConvAuto ConvAlgo = iota
+	ConvDirect
+	ConvWinograd
+)
+
+// String returns "auto", "direct" or "winograd".
+func (a ConvAlgo) String() string {
+	switch a {
+	case ConvAuto:
+		return "auto"
+	case ConvDirect:
+		return "direct"
+	case ConvWinograd:
+		return "winograd"
+	}
+	return fmt.Sprintf("ConvAlgo(%d)", uint8(a))
 }
 
 // Backend is the CPU implementation of [kernels.Backend]. It is safe for
@@ -38,6 +68,7 @@ type Backend struct {
 	w    *workers
 
 	noWeightCache bool
+	conv3x3       ConvAlgo
 
 	mu      sync.Mutex
 	pool    map[int][][]float32 // free buffers by length
@@ -56,6 +87,9 @@ func New(opts Options) (*Backend, error) {
 	if !isa.Available() {
 		return nil, fmt.Errorf("cpu backend: ISA %v not supported by this CPU", isa)
 	}
+	if opts.Conv3x3 > ConvWinograd {
+		return nil, fmt.Errorf("cpu backend: unknown 3×3 convolution algorithm %v", opts.Conv3x3)
+	}
 	threads := opts.Threads
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
@@ -65,6 +99,7 @@ func New(opts Options) (*Backend, error) {
 		kern:          kernelFor(isa),
 		w:             newWorkers(threads),
 		noWeightCache: opts.NoWeightCache,
+		conv3x3:       opts.Conv3x3,
 		pool:          make(map[int][][]float32),
 		weights:       make(map[*float32]*weight),
 	}, nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/avatargen/musetalk/kernels"
@@ -86,7 +87,9 @@ func BenchmarkGEMM(b *testing.B) {
 }
 
 // BenchmarkConv2D times convolutions at MuseTalk's UNet and VAE decoder
-// sizes (batch 1, weights registered with Weight).
+// sizes (batch 1, weights registered with Weight, their cached panels
+// built before timing). GFLOP/s count the direct convolution's FLOPs
+// whichever algorithm Conv2D picks.
 func BenchmarkConv2D(b *testing.B) {
 	type size struct {
 		name      string
@@ -115,6 +118,7 @@ func BenchmarkConv2D(b *testing.B) {
 				w := be.Weight(randTensor(rng, s.co, s.c, s.k, s.k).Data(), s.co, s.c, s.k, s.k)
 				y := kernels.New(p.OutShape(x, w)...)
 				flops := 2 * float64(s.co*s.c*s.k*s.k*y.Dim(2)*y.Dim(3))
+				be.Conv2D(y, x, w, bias, p) // build the cached weight panels
 				for b.Loop() {
 					be.Conv2D(y, x, w, bias, p)
 				}
@@ -212,5 +216,72 @@ func BenchmarkAttention(b *testing.B) {
 			})
 			be.Close()
 		}
+	}
+}
+
+// cpuSeconds returns the process's user+system CPU time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// BenchmarkConvAlgo times the 3×3 convolutions of MuseTalk's UNet and VAE
+// decoder by both algorithms, direct (implicit-im2col GEMM) and Winograd
+// F(4×4, 3×3), on 2 threads. GFLOP/s count the direct convolution's
+// FLOPs for both; cpu-GFLOP/s divides them by the CPU time the process
+// used per thread, which is steadier than wall time on a shared machine.
+func BenchmarkConvAlgo(b *testing.B) {
+	type size struct {
+		name         string
+		n, c, hw, co int
+	}
+	sizes := []size{
+		{"unet_c320_64x64", 1, 320, 64, 320},
+		{"unet_c640_32x32", 1, 640, 32, 640},
+		{"unet_c1280_16x16", 1, 1280, 16, 1280},
+		{"unet_c1280_8x8", 1, 1280, 8, 1280},
+		{"unet_c1280_8x8_n8", 8, 1280, 8, 1280},
+		{"vae_c512_32x32", 1, 512, 32, 512},
+		{"vae_c512_64x64", 1, 512, 64, 512},
+		{"vae_c256_128x128", 1, 256, 128, 256},
+		{"vae_c128_256x256", 1, 128, 256, 128},
+	}
+	be, err := New(Options{ISA: BestISA(), Threads: 2})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Close()
+	for _, s := range sizes {
+		rng := rand.New(rand.NewPCG(1, 2))
+		p := kernels.Conv2DPad(1, 1)
+		x, bias := randTensor(rng, s.n, s.c, s.hw, s.hw), randTensor(rng, s.co)
+		w := be.Weight(randTensor(rng, s.co, s.c, 3, 3).Data(), s.co, s.c, 3, 3)
+		y := kernels.New(s.n, s.co, s.hw, s.hw)
+		flops := 2 * float64(s.n*s.co*s.c*9*s.hw*s.hw)
+		algos := []struct {
+			name string
+			run  func()
+		}{
+			{"direct", func() { be.convGEMM(y.Data(), x.Data(), w.Data(), bias.Data(), s.n, s.c, s.hw, s.hw, s.co, 3, 3, p) }},
+			{"winograd", func() {
+				be.convWinograd(y.Data(), x.Data(), w.Data(), bias.Data(), s.n, s.c, s.hw, s.hw, s.co, winoBlockFloats)
+			}},
+		}
+		for _, a := range algos {
+			b.Run(s.name+"/"+a.name, func(b *testing.B) {
+				a.run() // build the cached weight panels
+				cpu0 := cpuSeconds()
+				for b.Loop() {
+					a.run()
+				}
+				cpu := cpuSeconds() - cpu0
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				b.ReportMetric(flops*float64(b.N)/(cpu/2)/1e9, "cpu-GFLOP/s")
+			})
+		}
+		be.Free(w)
 	}
 }

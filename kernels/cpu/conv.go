@@ -2,7 +2,9 @@ package cpu
 
 import "github.com/avatargen/musetalk/kernels"
 
-// Conv2D implements [kernels.Ops.Conv2D] as an implicit-im2col GEMM:
+// Conv2D implements [kernels.Ops.Conv2D]. 3×3 convolutions with stride 1
+// and padding 1 run as Winograd F(4×4, 3×3) where that wins (see
+// winograd.go); every other one as an implicit-im2col GEMM:
 // C [Cout, N·Hout·Wout] = W [Cout, Cin·KH·KW] · patches, where the patch
 // matrix is never stored: B panels are packed straight from x.
 func (b *Backend) Conv2D(dst, x, w, bias *kernels.Tensor, p kernels.Conv2DParams) {
@@ -21,6 +23,17 @@ func (b *Backend) Conv2D(dst, x, w, bias *kernels.Tensor, p kernels.Conv2DParams
 	if bias != nil {
 		checkShape(op, "bias", bias, co)
 	}
+	if winoEligible(kh, kw, max(p.StrideH, 1), max(p.StrideW, 1), p.PadTop, p.PadBottom, p.PadLeft, p.PadRight) && b.winoWins(n, c, h, wi, co) {
+		b.convWinograd(dd, xd, wd, bd, n, c, h, wi, co, winoBlockFloats)
+		return
+	}
+	b.convGEMM(dd, xd, wd, bd, n, c, h, wi, co, kh, kw, p)
+}
+
+// convGEMM is Conv2D as an implicit-im2col GEMM; the arguments are
+// checked.
+func (b *Backend) convGEMM(dd, xd, wd, bd []float32, n, c, h, wi, co, kh, kw int, p kernels.Conv2DParams) {
+	ho, wo := p.OutSize(h, wi, kh, kw)
 	src := &convSrc{x: xd, c: c, h: h, w: wi, kh: kh, kw: kw,
 		sh: max(p.StrideH, 1), sw: max(p.StrideW, 1), pt: p.PadTop, pl: p.PadLeft, ho: ho, wo: wo}
 	if kh == 1 && kw == 1 && src.sh == 1 && src.sw == 1 && p.PadTop == 0 && p.PadLeft == 0 && ho == h && wo == wi {

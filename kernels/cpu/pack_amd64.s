@@ -43,55 +43,6 @@ done:
 	VZEROUPPER
 	RET
 
-// func packScatterAVX512(dst, src *float32, ld, n, width, kc int, idx *int32)
-// Interleaves n vectors of stride ld: dst[k·width + l] = src[l·ld + k] for
-// l < n, k < kc. Lanes n ≤ l < width are left untouched (the caller zeroes
-// them). Each vector is read 16 floats at a time and scattered, so the
-// reads stay sequential whatever ld is.
-TEXT ·packScatterAVX512(SB), NOSPLIT, $0-56
-	MOVQ dst+0(FP), DI
-	MOVQ src+8(FP), SI
-	MOVQ ld+16(FP), R8
-	SHLQ $2, R8
-	MOVQ n+24(FP), R9
-	MOVQ width+32(FP), R10
-	MOVQ kc+40(FP), R11
-	MOVQ idx+48(FP), AX // [0, width, 2·width, ...]: the scatter indexes
-	VMOVDQU32 (AX), Z2
-	SHLQ $4, R10 // bytes per 16 k's of dst: 16·width·4
-	SHLQ $2, R10
-	TESTQ R11, R11
-	JZ done
-chunk:
-	// cnt = min(16, kc): mask of the k's in this chunk
-	MOVQ R11, CX
-	CMPQ CX, $16
-	JLE partial
-	MOVQ $16, CX
-partial:
-	MOVQ $1, AX
-	SHLQ CX, AX
-	DECQ AX
-	MOVQ SI, R12 // row pointer
-	MOVQ DI, R13 // column pointer
-	MOVQ R9, R14 // rows left
-row:
-	KMOVW AX, K1
-	KMOVW AX, K2
-	VMOVUPS.Z (R12), K1, Z0
-	VSCATTERDPS Z0, K2, (R13)(Z2*4)
-	ADDQ R8, R12
-	ADDQ $4, R13
-	DECQ R14
-	JNZ row
-	ADDQ $64, SI
-	ADDQ R10, DI
-	SUBQ CX, R11
-	JNZ chunk
-done:
-	VZEROUPPER
-	RET
-
 // func packConvAVX512(a *convPackArgs)
 // Packs kc rows of one 32-column sliver of a stride-1 convolution's patch
 // matrix; see convPackArgs and convRun for the layout.

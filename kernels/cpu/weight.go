@@ -17,6 +17,9 @@ type weight struct {
 	onceB   sync.Once
 	colsB   int       // B's columns the panels were built for
 	panelsB []float32 // as the transposed B operand (linear weights)
+	onceW   sync.Once
+	rowsW   int       // output channels the Winograd panels were built for
+	panelsW []float32 // Winograd-transformed 3×3 kernel (see winoWeights)
 }
 
 // Weight implements [kernels.Memory.Weight]: the tensor uses data in place.

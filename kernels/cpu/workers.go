@@ -138,6 +138,8 @@ const (
 	slotTile
 	slotScores
 	slotRow
+	slotWinoPad // a Winograd input channel with its zero border
+	slotWinoTmp // a Winograd transform's intermediate vectors
 	slotCount
 )
 

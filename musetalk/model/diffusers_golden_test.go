@@ -130,9 +130,13 @@ func (g *dmGolden) compare(t *testing.T, name string, got []float32, shape []int
 	t.Logf("%-40s max|go−ref| = %.3g ≤ atol %.3g (%.2f of it)", name, maxErr, atol, maxErr/atol)
 }
 
-func dmBackend(t testing.TB) kernels.Backend {
+func dmBackend(t testing.TB) kernels.Backend { return dmBackendConv(t, cpu.ConvAuto) }
+
+// dmBackendConv is a CPU backend with the given 3×3 convolution algorithm,
+// closed when the test ends.
+func dmBackendConv(t testing.TB, algo cpu.ConvAlgo) kernels.Backend {
 	t.Helper()
-	be, err := cpu.New(cpu.Options{})
+	be, err := cpu.New(cpu.Options{Conv3x3: algo})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,8 +219,29 @@ func dmCheckWeightsCovered(t *testing.T, g *dmGolden, spec []model.TensorSpec) {
 	}
 }
 
+// goldenConvAlgos are the 3×3 convolution algorithms the UNet and VAE
+// golden tests run with: the backend's own choice, and Winograd forced on
+// every eligible conv (the golden networks are too narrow for the cost
+// model to pick it, and the full-size ones use it).
+var goldenConvAlgos = []cpu.ConvAlgo{cpu.ConvAuto, cpu.ConvWinograd}
+
+// checkIntermediates says whether a run compares the per-layer
+// intermediates too. Their tolerances are 10× the direct convolution's
+// float32 error at that layer; Winograd's rounding, spread over the few
+// input channels of these tiny networks (the decoder's conv_in has 4), can
+// exceed them at a layer while every output stays well inside its own.
+func checkIntermediates(algo cpu.ConvAlgo) func(string) bool {
+	return func(string) bool { return algo != cpu.ConvWinograd }
+}
+
 func TestGoldenUNet(t *testing.T) {
 	t.Parallel()
+	for _, algo := range goldenConvAlgos {
+		t.Run(algo.String(), func(t *testing.T) { testGoldenUNet(t, algo) })
+	}
+}
+
+func testGoldenUNet(t *testing.T, algo cpu.ConvAlgo) {
 	g := dmLoadGolden(t, "a_unet2d_condition")
 	cfg, err := weights.ParseUNetConfig(g.config(t))
 	if err != nil {
@@ -228,7 +253,7 @@ func TestGoldenUNet(t *testing.T) {
 	}
 	dmCheckWeightsCovered(t, g, spec)
 
-	be := dmBackend(t)
+	be := dmBackendConv(t, algo)
 	u, err := model.NewUNet(be, *cfg, g)
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +291,7 @@ func TestGoldenUNet(t *testing.T) {
 		g.compare(t, name, dmDownload(t, be, out), out.Shape())
 		be.Free(out)
 		if tr != nil {
-			tr.compareIntermediates(t, g, func(string) bool { return true })
+			tr.compareIntermediates(t, g, checkIntermediates(algo))
 		}
 
 		// The untraced path (fused GroupNorm+SiLU at the end) must agree.
@@ -283,6 +308,12 @@ func TestGoldenUNet(t *testing.T) {
 
 func TestGoldenVAE(t *testing.T) {
 	t.Parallel()
+	for _, algo := range goldenConvAlgos {
+		t.Run(algo.String(), func(t *testing.T) { testGoldenVAE(t, algo) })
+	}
+}
+
+func testGoldenVAE(t *testing.T, algo cpu.ConvAlgo) {
 	g := dmLoadGolden(t, "b_autoencoder_kl")
 	cfg, err := weights.ParseVAEConfig(g.config(t))
 	if err != nil {
@@ -294,7 +325,7 @@ func TestGoldenVAE(t *testing.T) {
 	}
 	dmCheckWeightsCovered(t, g, spec)
 
-	be := dmBackend(t)
+	be := dmBackendConv(t, algo)
 	v, err := model.NewVAE(be, *cfg, g)
 	if err != nil {
 		t.Fatal(err)
@@ -330,7 +361,7 @@ func TestGoldenVAE(t *testing.T) {
 		decoded, decShape = dmDownload(t, be, out), out.Shape()
 		be.Free(out)
 	}
-	tr.compareIntermediates(t, g, func(string) bool { return true })
+	tr.compareIntermediates(t, g, checkIntermediates(algo))
 
 	outs := g.names("output.")
 	if len(outs) == 0 {
