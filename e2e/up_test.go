@@ -147,11 +147,7 @@ func TestUpDrainsOnSIGTERMAndKeepsJobs(t *testing.T) {
 // as a local render, and the worker reports the prepared avatar.
 func TestUpSubmitMuseTalk(t *testing.T) {
 	needSuite(t)
-	for _, tool := range []string{"ffmpeg", "ffprobe", "espeak-ng"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	needTools(t, "ffmpeg", "ffprobe", "espeak-ng")
 	astronaut := testMedia(t, "astronaut.png")
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
