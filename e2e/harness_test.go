@@ -275,12 +275,51 @@ func tailFile(path string, n int) string {
 // freeAddr returns a loopback address with a port that was free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return testPorts.take(t)
+}
+
+// portAllocator hands out loopback addresses for processes that must be
+// started (and restarted) on a known port. Ports come from below Linux's
+// ephemeral range (32768–60999), so no outgoing connection or bind to
+// port 0 (by any test process) can take one between the check and the
+// child's bind, and each is handed out once per test binary, so parallel
+// tests never share one.
+type portAllocator struct {
+	mu   sync.Mutex
+	next int
+	used map[int]bool
+}
+
+var testPorts = &portAllocator{used: map[int]bool{}}
+
+func (a *portAllocator) take(t *testing.T) string {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	const lo, hi = 20000, 32000
+	if a.next == 0 {
+		a.next = lo + os.Getpid()%(hi-lo) // spread concurrent test binaries
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	for range hi - lo {
+		port := a.next
+		a.next++
+		if a.next >= hi {
+			a.next = lo
+		}
+		if a.used[port] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // taken by another process
+		}
+		ln.Close()
+		a.used[port] = true
+		return addr
+	}
+	t.Fatal("no free loopback port in 20000-32000")
+	return ""
 }
 
 // ------------------------------------------------------------------ polling
