@@ -63,9 +63,10 @@ second signal releases it at once.
 Engines: musetalk (the default: MuseTalk on this machine's CPU, weights from
 --weights, prepared avatars kept in --avatar-cache) and preview (muxes the
 avatar and the audio, no model). A worker whose weight directory is
-incomplete still starts and runs preview jobs: its self-check reports
-weights_present=false, and a musetalk job fails permanently with the
-missing files and the command that fetches them.`,
+incomplete stays alive but is not ready and claims no job: its self-check
+(in /health and the control plane's registry) names the missing files and
+the command that fetches them. Use --engine preview to run without
+weights.`,
 		Flags:  flags,
 		Action: runWorker,
 	}
@@ -182,7 +183,7 @@ func newEngine(name string) (engine.Engine, error) {
 
 // newEngineWith builds a worker engine by name. The musetalk engine opens
 // nothing here: it checks its weights and opens its cache in the worker's
-// self-check, and a worker without weights still runs preview jobs.
+// self-check, which fails (and the worker claims nothing) without weights.
 func newEngineWith(name string, s engineSettings) (engine.Engine, error) {
 	switch name {
 	case musetalk.EngineName:
