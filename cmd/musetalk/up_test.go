@@ -255,11 +255,10 @@ func TestUpThenSubmitRendersAJob(t *testing.T) {
 func TestUpKeyOffLoopback(t *testing.T) {
 	// Not parallel: see cliRun.
 	up := startUp(t, "--engine", "preview", "--addr", "0.0.0.0:0", "--data-dir", t.TempDir())
-	m := regexp.MustCompile(`API key +([0-9a-f]{64})\n`).FindStringSubmatch(up.out.String())
-	if m == nil {
-		t.Fatalf("no generated key in:\n%s", up.out)
-	}
-	key := m[1]
+	// The banner is written line by line: wait for the key line and the
+	// two example commands that repeat it.
+	key := up.out.waitFor(t, regexp.MustCompile(`API key +([0-9a-f]{64})\n`), up.done)[1]
+	up.out.waitFor(t, regexp.MustCompile(`(?s)`+key+`.*`+key+`.*`+key), up.done)
 	if n := strings.Count(up.out.String(), key); n != 3 { // the key line and the two example commands
 		t.Errorf("the key appears %d times, want 3:\n%s", n, up.out)
 	}
