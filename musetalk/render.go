@@ -178,6 +178,13 @@ func (r *Renderer) render(ctx context.Context, req Request, progress func(protoc
 		return nil, avatarError(ctx, err)
 	}
 	defer av.Close()
+	if !cached {
+		// Preparation's activations (VAE encoder, BiSeNet) have sizes
+		// generation never asks for: let the memory go back.
+		if p, ok := r.backend.(interface{ ReleasePool() }); ok {
+			p.ReleasePool()
+		}
+	}
 	lap(&st.Prepare)
 	st.AvatarFrames, st.AvatarCached = len(av.Frames), cached
 	if cached {
