@@ -22,69 +22,50 @@ type strided struct {
 }
 
 func (s strided) packA(kern *microKernel, dst []float32, i0, mc, k0, kc int, alpha float32) {
-	mr := kern.mr
-	for is := 0; is < mc; is += mr {
-		d := dst[is*kc : (is+mr)*kc]
-		rows := min(mr, mc-is)
+	packPanels(kern, dst, s.data, s.rs, s.cs, i0, mc, k0, kc, kern.mr, alpha)
+}
+
+// packB packs B's columns as packA packs A's rows: B's column j is row j of
+// the transposed view.
+func (s strided) packB(kern *microKernel, dst []float32, k0, kc, j0, nc int) {
+	packPanels(kern, dst, s.data, s.cs, s.rs, j0, nc, k0, kc, kern.nr, 1)
+}
+
+// packPanels packs rows [i0, i0+n) × columns [k0, k0+kc) of the matrix
+// whose element (i, k) is data[i·rs + k·cs] into panels of width rows,
+// interleaved (panel element (k, r) at k·width + r), zero-padding the last
+// panel and scaling by alpha unless it is 0 or 1.
+func packPanels(kern *microKernel, dst, data []float32, rs, cs, i0, n, k0, kc, width int, alpha float32) {
+	for is := 0; is < n; is += width {
+		d := dst[is*kc : (is+width)*kc]
+		rows := min(width, n-is)
 		switch {
-		case s.rs == 1: // a column of A is contiguous
-			src := s.data[k0*s.cs+i0+is:]
-			if !packRows(kern, d, src, s.cs, rows, mr, kc) {
-				packRowsGo(d, src, s.cs, rows, mr, kc)
+		case rs == 1: // a column (fixed k) is contiguous
+			src := data[k0*cs+i0+is:]
+			if !packRows(kern, d, src, cs, rows, width, kc) {
+				packRowsGo(d, src, cs, rows, width, kc)
 			}
-		case s.cs == 1: // a row of A is contiguous
-			src := s.data[(i0+is)*s.rs+k0:]
-			if !packGather(kern, d, src, s.rs, rows, mr, kc) {
-				packGatherGo(d, src, s.rs, rows, mr, kc)
+		case cs == 1: // a row (fixed i) is contiguous
+			src := data[(i0+is)*rs+k0:]
+			if !packGather(kern, d, src, rs, rows, width, kc) {
+				packGatherGo(d, src, rs, rows, width, kc)
 			}
 		default:
 			for r := range rows {
-				src := s.data[(i0+is+r)*s.rs+k0*s.cs:]
+				src := data[(i0+is+r)*rs+k0*cs:]
 				for k := range kc {
-					d[k*mr+r] = src[k*s.cs]
+					d[k*width+r] = src[k*cs]
 				}
 			}
-			for r := rows; r < mr; r++ {
+			for r := rows; r < width; r++ {
 				for k := range kc {
-					d[k*mr+r] = 0
+					d[k*width+r] = 0
 				}
 			}
 		}
 		if alpha != 0 && alpha != 1 {
 			for i := range d {
 				d[i] *= alpha
-			}
-		}
-	}
-}
-
-func (s strided) packB(kern *microKernel, dst []float32, k0, kc, j0, nc int) {
-	nr := kern.nr
-	for js := 0; js < nc; js += nr {
-		d := dst[js*kc : (js+nr)*kc]
-		cols := min(nr, nc-js)
-		switch {
-		case s.cs == 1: // a row of B is contiguous
-			src := s.data[k0*s.rs+j0+js:]
-			if !packRows(kern, d, src, s.rs, cols, nr, kc) {
-				packRowsGo(d, src, s.rs, cols, nr, kc)
-			}
-		case s.rs == 1: // a column of B is contiguous
-			src := s.data[(j0+js)*s.cs+k0:]
-			if !packGather(kern, d, src, s.cs, cols, nr, kc) {
-				packGatherGo(d, src, s.cs, cols, nr, kc)
-			}
-		default:
-			for c := range cols {
-				src := s.data[(j0+js+c)*s.cs+k0*s.rs:]
-				for k := range kc {
-					d[k*nr+c] = src[k*s.rs]
-				}
-			}
-			for c := cols; c < nr; c++ {
-				for k := range kc {
-					d[k*nr+c] = 0
-				}
 			}
 		}
 	}
