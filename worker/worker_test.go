@@ -294,12 +294,19 @@ func TestStopReleasesAtOnce(t *testing.T) {
 	eng.waitStarted(t)
 	h.cancel()
 	h.w.Stop() // the second signal
-	if cause := eng.waitCause(t); !errors.Is(cause, errStopped) {
-		t.Errorf("engine context ended with %v, want the stop", cause)
+	h.wantReleasedByStop(eng, id)
+}
+
+// wantReleasedByStop checks that the stop ended the engine's context, Run
+// returned, and the job's one attempt was released.
+func (h *harness) wantReleasedByStop(eng *gateEngine, id string) {
+	h.t.Helper()
+	if cause := eng.waitCause(h.t); !errors.Is(cause, errStopped) {
+		h.t.Errorf("engine context ended with %v, want the stop", cause)
 	}
 	h.waitRun()
 	if v := h.job(id); len(v.Attempts) != 1 || v.Attempts[0].Outcome != protocol.OutcomeReleased {
-		t.Errorf("attempts %+v, want one released", v.Attempts)
+		h.t.Errorf("attempts %+v, want one released", v.Attempts)
 	}
 }
 
@@ -321,13 +328,7 @@ func TestRunWithSignalsTwoStages(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 	sigs <- syscall.SIGTERM
-	if cause := eng.waitCause(t); !errors.Is(cause, errStopped) {
-		t.Errorf("engine context ended with %v, want the stop", cause)
-	}
-	h.waitRun()
-	if v := h.job(id); len(v.Attempts) != 1 || v.Attempts[0].Outcome != protocol.OutcomeReleased {
-		t.Errorf("attempts %+v, want one released", v.Attempts)
-	}
+	h.wantReleasedByStop(eng, id)
 }
 
 // Progress posts are throttled, but the record of a finished job ends where
