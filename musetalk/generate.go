@@ -72,8 +72,7 @@ type genBatch struct {
 // run renders every output frame into sink. Output frame i shows source
 // frame cycleIndex(i, len(src)). Frames with a face get the network's
 // face resized into the face box and blended through the frame's mask;
-// frames without one, and frames whose face box is one flat colour
-// (blankBox), pass through unchanged. The networks run one batch
+// frames without one pass through unchanged. The networks run one batch
 // ahead of compositing on their own goroutine, so a device backend works
 // while the CPU blends and ffmpeg encodes; memory holds at most three
 // batches of faces. run checks ctx before every batch and returns its
@@ -156,9 +155,6 @@ func (g *generation) composite(ctx context.Context, batches <-chan genBatch) err
 				}
 				cacheIdx, cached = k, img
 			}
-			if face != nil && blankBox(cached, g.src[k].face) {
-				face = nil // nothing there to lip-sync: a cut to black, a fade
-			}
 			t0 := time.Now()
 			out, err := composeFrame(cached, &g.src[k], face)
 			if err != nil {
@@ -219,42 +215,6 @@ func (g *generation) generateBatch(ctx context.Context, start, n int) genBatch {
 		b.faces[i-start] = faces[m]
 	}
 	return b
-}
-
-// blankSpread is the largest difference between two pixel values (per
-// channel) that blankBox still counts as one flat colour, which absorbs the
-// noise of a lossy codec on a black or uniformly coloured frame.
-const blankSpread = 8
-
-// blankBox reports whether box (clipped to the frame) is one flat colour:
-// no face can be there, whatever a fixed face box or a detector claims, so
-// the frame passes through instead of getting a mouth painted on a black
-// or blank picture. A real face's box is never this flat.
-func blankBox(frame *media.Image8, box media.Box) bool {
-	x0, y0 := max(box[0], 0), max(box[1], 0)
-	x1, y1 := min(box[2], frame.W), min(box[3], frame.H)
-	if x0 >= x1 || y0 >= y1 {
-		return true
-	}
-	c := frame.C
-	var lo, hi [4]uint8
-	first := frame.Pix[(y0*frame.W+x0)*c:]
-	for ch := range min(c, 4) {
-		lo[ch], hi[ch] = first[ch], first[ch]
-	}
-	for y := y0; y < y1; y++ {
-		row := frame.Pix[(y*frame.W+x0)*c : (y*frame.W+x1)*c]
-		for p := 0; p < len(row); p += c {
-			for ch := range min(c, 4) {
-				v := row[p+ch]
-				lo[ch], hi[ch] = min(lo[ch], v), max(hi[ch], v)
-				if hi[ch]-lo[ch] > blankSpread {
-					return false
-				}
-			}
-		}
-	}
-	return true
 }
 
 // composeFrame returns the output frame as RGB24: the source frame (BGR)

@@ -175,55 +175,6 @@ func TestGenerationCycleBatchesAndPassThrough(t *testing.T) {
 	}
 }
 
-// TestGenerationBlankFacePassesThrough: a source frame whose face box is
-// one flat colour (a cut to black) passes through even though it has a
-// face box.
-func TestGenerationBlankFacePassesThrough(t *testing.T) {
-	t.Parallel()
-	b := setupGen(t, 6, 4)
-	src, pix := testAvatar(40, 36, 3)
-	black := media.NewImage8(40, 36, 3)
-	for p := range black.Pix {
-		black.Pix[p] = uint8(3 * (p % 2)) // codec-like noise of 3 levels
-	}
-	pix[2] = black
-	b.gen.pixels = func(i int) (*media.Image8, error) { return pix[i], nil }
-	if err := b.gen.run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	for i, rgb := range b.out {
-		k := cycleIndex(i, 3)
-		if src[k].hasFace && k != 2 && slices.Equal(rgb, pix[k].SwapRB().Pix) {
-			t.Errorf("frame %d (source %d) has no generated face", i, k)
-		}
-		if k == 2 && !slices.Equal(rgb, black.SwapRB().Pix) {
-			t.Errorf("frame %d (the black source frame) was changed", i)
-		}
-	}
-}
-
-func TestBlankBox(t *testing.T) {
-	t.Parallel()
-	im := media.NewImage8(10, 10, 3)
-	if !blankBox(im, media.Box{2, 2, 8, 8}) {
-		t.Error("black box not blank")
-	}
-	im.Pix[(5*10+5)*3+1] = blankSpread
-	if !blankBox(im, media.Box{2, 2, 8, 8}) {
-		t.Errorf("a spread of %d is not blank", blankSpread)
-	}
-	im.Pix[(6*10+6)*3+1] = blankSpread + 1
-	if blankBox(im, media.Box{2, 2, 8, 8}) {
-		t.Errorf("a spread of %d is blank", blankSpread+1)
-	}
-	if !blankBox(im, media.Box{7, 7, 20, 20}) {
-		t.Error("the box is clipped to the frame: its part inside is black")
-	}
-	if !blankBox(im, media.Box{12, 12, 20, 20}) {
-		t.Error("a box outside the frame holds no face")
-	}
-}
-
 func TestGenerationNoFaceAtAll(t *testing.T) {
 	t.Parallel()
 	b := setupGen(t, 5, 2, 0, 1, 2)

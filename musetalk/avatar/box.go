@@ -38,3 +38,40 @@ func faceBox(b media.Box, w, h int, n Options) (media.Box, bool) {
 	}
 	return b, true
 }
+
+// blankSpread is the largest difference between two pixel values (per
+// channel) that blankBox still counts as one flat colour, which absorbs the
+// noise of a lossy codec on a black or uniformly coloured frame.
+const blankSpread = 8
+
+// blankBox reports whether box (clipped to the frame) is one flat colour:
+// no face can be there, whatever a fixed face box or a detector claims, so
+// preparation marks the frame faceless and it passes through instead of
+// getting a mouth painted on a black or blank picture. A real face's box
+// is never this flat.
+func blankBox(frame *media.Image8, box media.Box) bool {
+	x0, y0 := max(box[0], 0), max(box[1], 0)
+	x1, y1 := min(box[2], frame.W), min(box[3], frame.H)
+	if x0 >= x1 || y0 >= y1 {
+		return true
+	}
+	c := frame.C
+	var lo, hi [4]uint8
+	first := frame.Pix[(y0*frame.W+x0)*c:]
+	for ch := range min(c, 4) {
+		lo[ch], hi[ch] = first[ch], first[ch]
+	}
+	for y := y0; y < y1; y++ {
+		row := frame.Pix[(y*frame.W+x0)*c : (y*frame.W+x1)*c]
+		for p := 0; p < len(row); p += c {
+			for ch := range min(c, 4) {
+				v := row[p+ch]
+				lo[ch], hi[ch] = min(lo[ch], v), max(hi[ch], v)
+				if hi[ch]-lo[ch] > blankSpread {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}

@@ -257,7 +257,7 @@ func (p *preparer) addFrame(f *media.Frame) error {
 	}
 	var fr Frame
 	if found {
-		if face, ok := faceBox(det, f.W, f.H, p.n); ok {
+		if face, ok := faceBox(det, f.W, f.H, p.n); ok && !blankBox(bgr, face) {
 			crop, s := media.CropBox(face, cropExpand)
 			fr = Frame{HasFace: s > 0, Face: face, Crop: crop}
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -277,5 +278,52 @@ func TestPrepareDegenerateDetections(t *testing.T) {
 	}
 	if !slices.Equal(has, []bool{false, false, false, false, true, true}) {
 		t.Errorf("faces %v", has)
+	}
+}
+
+func TestBlankBox(t *testing.T) {
+	t.Parallel()
+	im := media.NewImage8(10, 10, 3)
+	if !blankBox(im, media.Box{2, 2, 8, 8}) {
+		t.Error("black box not blank")
+	}
+	im.Pix[(5*10+5)*3+1] = blankSpread
+	if !blankBox(im, media.Box{2, 2, 8, 8}) {
+		t.Errorf("a spread of %d is not blank", blankSpread)
+	}
+	im.Pix[(6*10+6)*3+1] = blankSpread + 1
+	if blankBox(im, media.Box{2, 2, 8, 8}) {
+		t.Errorf("a spread of %d is blank", blankSpread+1)
+	}
+	if !blankBox(im, media.Box{7, 7, 20, 20}) {
+		t.Error("the box is clipped to the frame: its part inside is black")
+	}
+	if !blankBox(im, media.Box{12, 12, 20, 20}) {
+		t.Error("a box outside the frame holds no face")
+	}
+}
+
+// TestPrepareBlankFrameHasNoFace: a fixed face box over a black frame (a
+// cut to black in a video) marks the frame faceless, so it is neither
+// parsed nor encoded and passes through.
+func TestPrepareBlankFrameHasNoFace(t *testing.T) {
+	black := filepath.Join(t.TempDir(), "black.png")
+	if out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "color=c=black:s=512x512",
+		"-frames:v", "1", black).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	nets := testNets(t)
+	opt := DefaultOptions()
+	opt.FaceBox = &testFaceBox
+	a, err := Prepare(context.Background(), black, filepath.Join(t.TempDir(), "entry"), opt, nets, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if len(a.Frames) != 1 || a.Frames[0].HasFace || a.FaceFrames() != 0 {
+		t.Errorf("frames %+v: want one without a face", a.Frames)
+	}
+	if n := nets.Parser.(*fakeParser).calls.Load(); n != 0 {
+		t.Errorf("the parser ran %d times on a black frame", n)
 	}
 }
