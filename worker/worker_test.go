@@ -549,11 +549,17 @@ func TestUnknownEngineAndBadInputs(t *testing.T) {
 	}
 	h.public(http.MethodPost, "/v1/jobs/"+id+"/cancel", nil, nil)
 
-	// An input that vanished from the store is permanent.
+	// An input that vanished from the store is permanent. The worker is
+	// kept busy on another job while the input is deleted, so it cannot
+	// download the input first (the gate engine would then hold the job).
+	busy := h.submitDummy()
+	eng.waitStarted(t)
 	id = h.submit(protocol.JobParams{}, "inputs/x/avatar.png", "inputs/x/audio.wav")
 	if err := h.blobs.Delete(context.Background(), "inputs/x/audio.wav"); err != nil {
 		t.Fatal(err)
 	}
+	eng.release <- nil
+	waitFor(t, "the busy job to finish", func() bool { return h.job(busy).State == protocol.JobSucceeded })
 	waitFor(t, "the job to fail", func() bool { return h.job(id).State == protocol.JobFailed })
 	if v := h.job(id); !strings.Contains(v.Error, "inputs/x/audio.wav is missing") {
 		t.Errorf("error %q", v.Error)
