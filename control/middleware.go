@@ -126,10 +126,13 @@ func (s *Server) observe(next http.Handler) http.Handler {
 				span.SetAttributes(attribute.Int("musetalk.attempt", ri.attempt))
 			}
 			level := slog.LevelInfo
-			if status < 400 && quietRoute(route) {
+			// A HEAD answered 404 is an existence check answered "no"
+			// (workers probe storage that way at start), not an error.
+			probe := r.Method == http.MethodHead && status == http.StatusNotFound
+			if status < 400 && quietRoute(route) || probe {
 				level = slog.LevelDebug
 			}
-			if ri.err != nil {
+			if ri.err != nil && !probe {
 				attrs = append(attrs, slog.String("error", ri.err.Error()))
 			}
 			if status >= 500 {

@@ -469,3 +469,23 @@ func TestTraceContextReachesWorker(t *testing.T) {
 		}
 	}
 }
+
+// TestStorageProbeIsNotAnError: a worker probes storage at start with a
+// HEAD of an object that does not exist; the answer is a 404, logged as a
+// quiet debug line without an error, not an INFO line with one.
+func TestStorageProbeIsNotAnError(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	status, _, _ := b.do("HEAD", protocol.InternalBlobPath+"selfcheck/w1", testInternalKey, "", nil)
+	if status != http.StatusNotFound {
+		t.Fatalf("HEAD of a missing object: %d", status)
+	}
+	for _, line := range strings.Split(b.logs.String(), "\n") {
+		if strings.Contains(line, "selfcheck/w1") && (strings.Contains(line, "error=") || !strings.Contains(line, "level=DEBUG")) {
+			t.Fatalf("the probe is logged as an error: %s", line)
+		}
+	}
+	if !strings.Contains(b.logs.String(), "selfcheck/w1") {
+		t.Fatalf("the probe is not logged at all:\n%s", b.logs.String())
+	}
+}

@@ -61,7 +61,7 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 		LeaseDuration: s.cfg.LeaseDuration, Now: s.now(),
 	})
 	if err != nil {
-		return fmt.Errorf("recording heartbeat of worker %s: %w", id, err)
+		return err // the store's error names the worker and the step
 	}
 	if res.Cancel != nil {
 		s.log.InfoContext(r.Context(), "cancel order sent to worker", "worker_id", id,

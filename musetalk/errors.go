@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/avatargen/musetalk/protocol"
 )
 
 // InputError is a render failure caused by one of the request's inputs or
@@ -32,6 +34,16 @@ func (e *InputError) Unwrap() error { return e.Err }
 
 func inputErrorf(input, format string, args ...any) error {
 	return &InputError{Input: input, Err: fmt.Errorf(format, args...)}
+}
+
+// paramError is the InputError of a bad job parameter, named by its JSON
+// field; the *protocol.ParamError inside lets a CLI name its own flag.
+func paramError(field string, err error) error {
+	return &InputError{Input: "params." + field, Err: &protocol.ParamError{Field: field, Err: err}}
+}
+
+func paramErrorf(field, format string, args ...any) error {
+	return paramError(field, fmt.Errorf(format, args...))
 }
 
 // IsInputError reports whether err was caused by the request's inputs.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/avatargen/musetalk/internal/outfile"
 	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/musetalk/avatar"
 	"github.com/avatargen/musetalk/protocol"
@@ -54,7 +55,7 @@ func (r *Renderer) checkRequest(ctx context.Context, req Request) (*plan, error)
 		return nil, &InputError{Input: "params", Err: err}
 	}
 	if p.Engine != "" && p.Engine != EngineName {
-		return nil, inputErrorf("params.engine", "%q is not the MuseTalk engine", p.Engine)
+		return nil, paramErrorf("engine", "%q is not the MuseTalk engine", p.Engine)
 	}
 	if req.OutPath == "" {
 		return nil, errors.New("musetalk: no output path")
@@ -63,7 +64,7 @@ func (r *Renderer) checkRequest(ctx context.Context, req Request) (*plan, error)
 	if p.FPS != "" {
 		fps, err := protocol.ParseFPS(p.FPS)
 		if err != nil {
-			return nil, &InputError{Input: "params.fps", Err: err}
+			return nil, paramError("fps", err)
 		}
 		pl.fps = fps
 	}
@@ -92,7 +93,7 @@ func (r *Renderer) checkRequest(ctx context.Context, req Request) (*plan, error)
 	if p.FaceBox != nil {
 		b := media.Box{p.FaceBox[0], p.FaceBox[1], p.FaceBox[2], p.FaceBox[3]}
 		if b[2] > v.Width || b[3] > v.Height {
-			return nil, inputErrorf("params.face_box", "%v does not fit the avatar's %dx%d frame", p.FaceBox, v.Width, v.Height)
+			return nil, paramErrorf("face_box", "%v does not fit the avatar's %dx%d frame", p.FaceBox, v.Width, v.Height)
 		}
 		opt.FaceBox = &b
 	}
@@ -199,7 +200,10 @@ func (r *Renderer) render(ctx context.Context, req Request, progress func(protoc
 	if res.FaceFrames == 0 {
 		// Frames without a face pass through, but a video with none at
 		// all would come out unchanged: say so instead.
-		return nil, inputErrorf("avatar", "no face found in any of its %d frame(s); give the face box (face_box) if the detector misses it", len(av.Frames))
+		if p := pl.req.Params.FaceBox; p != nil {
+			return nil, paramErrorf("face_box", "%v covers one flat colour in every frame of the avatar: there is no face to animate there", p)
+		}
+		return nil, inputErrorf("avatar", "no face found in any of its %d frame(s); give a face box x1,y1,x2,y2 if the detector misses it", len(av.Frames))
 	}
 
 	total, err := FrameCount(len(samples), fps)
@@ -238,7 +242,7 @@ func avatarError(ctx context.Context, err error) error {
 // and renames it into place once ffmpeg has finished it.
 func (r *Renderer) generateVideo(ctx context.Context, pl *plan, av *avatar.Avatar, feats *features, nets *loaded, st *Stats, progress func(protocol.Progress)) error {
 	out := pl.req.OutPath
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.partial.mp4")
+	tmp, err := outfile.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.partial.mp4")
 	if err != nil {
 		return fmt.Errorf("creating the output: %w", err)
 	}

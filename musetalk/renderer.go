@@ -192,7 +192,7 @@ func (r *Renderer) load(ctx context.Context, version string) (*loaded, error) {
 		return l, nil
 	}
 	if err := modeldir.CheckVersion(version); err != nil {
-		return nil, inputErrorf("params.version", "%v", err)
+		return nil, paramErrorf("version", "%v", err)
 	}
 	m, err := r.weights.Load(ctx, r.backend, version)
 	if err != nil {

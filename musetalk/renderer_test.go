@@ -195,6 +195,11 @@ func TestRenderStill(t *testing.T) {
 	if g := pl.last[StageGenerate]; g.FramesDone != want || g.FramesTotal != want {
 		t.Errorf("last generate progress %+v, want %d/%d", g, want, want)
 	}
+	// The result has the mode os.Create gives (0666 less the umask), as
+	// `musetalk submit`'s download does, not os.CreateTemp's 0600.
+	if got, want := fileMode(t, req.OutPath), createdMode(t, filepath.Dir(req.OutPath)); got != want {
+		t.Errorf("output mode %v, want %v", got, want)
+	}
 	ff := media.FFmpeg{}
 	info, err := ff.Probe(context.Background(), req.OutPath)
 	if err != nil {
@@ -493,4 +498,31 @@ func TestRenderWithDetector(t *testing.T) {
 		t.Fatalf("render with the detector: %v", err)
 	}
 	t.Logf("detector on random weights: %v", err)
+}
+
+func fileMode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode().Perm()
+}
+
+// createdMode is the mode os.Create gives a new file in dir.
+func createdMode(t *testing.T, dir string) os.FileMode {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "mode-ref-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	ref, err := os.Create(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref.Close()
+	defer os.Remove(ref.Name())
+	return fileMode(t, ref.Name())
 }

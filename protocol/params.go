@@ -27,44 +27,62 @@ type JobParams struct {
 	FaceBox []int `json:"face_box,omitempty"`
 }
 
-// Validate checks every parameter and names the first bad one.
+// ParamError is a bad job parameter. Field is its JSON name
+// ("batch_size"), so a command-line tool can name its own flag instead.
+type ParamError struct {
+	Field string
+	Err   error
+}
+
+// Error returns "params.<field>: <reason>".
+func (e *ParamError) Error() string { return "params." + e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns the reason.
+func (e *ParamError) Unwrap() error { return e.Err }
+
+func paramErrorf(field, format string, args ...any) error {
+	return &ParamError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+// Validate checks every parameter and names the first bad one in a
+// *[ParamError].
 func (p *JobParams) Validate() error {
 	switch p.Engine {
 	case "", "musetalk", "preview":
 	default:
-		return fmt.Errorf("params.engine: %q is not one of musetalk, preview", p.Engine)
+		return paramErrorf("engine", "%q is not one of musetalk, preview", p.Engine)
 	}
 	switch p.Version {
 	case "", "v15", "v1":
 	default:
-		return fmt.Errorf("params.version: %q is not one of v15, v1", p.Version)
+		return paramErrorf("version", "%q is not one of v15, v1", p.Version)
 	}
 	switch p.ParsingMode {
 	case "", "jaw", "raw":
 	default:
-		return fmt.Errorf("params.parsing_mode: %q is not one of jaw, raw", p.ParsingMode)
+		return paramErrorf("parsing_mode", "%q is not one of jaw, raw", p.ParsingMode)
 	}
 	if p.BBoxShift < -256 || p.BBoxShift > 256 {
-		return fmt.Errorf("params.bbox_shift: %d is outside -256..256", p.BBoxShift)
+		return paramErrorf("bbox_shift", "%d is outside -256..256", p.BBoxShift)
 	}
 	if p.ExtraMargin < 0 || p.ExtraMargin > 256 {
-		return fmt.Errorf("params.extra_margin: %d is outside 0..256", p.ExtraMargin)
+		return paramErrorf("extra_margin", "%d is outside 0..256", p.ExtraMargin)
 	}
 	if p.BatchSize < 0 || p.BatchSize > 256 {
-		return fmt.Errorf("params.batch_size: %d is outside 1..256", p.BatchSize)
+		return paramErrorf("batch_size", "%d is outside 1..256", p.BatchSize)
 	}
 	if p.FPS != "" {
 		if _, err := ParseFPS(p.FPS); err != nil {
-			return fmt.Errorf("params.fps: %w", err)
+			return &ParamError{Field: "fps", Err: err}
 		}
 	}
 	if p.FaceBox != nil {
 		b := p.FaceBox
 		if len(b) != 4 {
-			return fmt.Errorf("params.face_box: want 4 numbers x1,y1,x2,y2, got %d", len(b))
+			return paramErrorf("face_box", "want 4 numbers x1,y1,x2,y2, got %d", len(b))
 		}
 		if b[0] < 0 || b[1] < 0 || b[2] <= b[0] || b[3] <= b[1] {
-			return fmt.Errorf("params.face_box: %v is not a box with 0 <= x1 < x2 and 0 <= y1 < y2", b)
+			return paramErrorf("face_box", "%v is not a box with 0 <= x1 < x2 and 0 <= y1 < y2", b)
 		}
 	}
 	return nil

@@ -144,22 +144,23 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if c.GPUClass == "" {
 		c.GPUClass = "unknown"
 	}
+	var pollErr error
+	c.PollInterval = DefaultPollInterval
 	if s := get("POLL_INTERVAL_SEC"); s != "" {
 		sec, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			return c, fmt.Errorf("POLL_INTERVAL_SEC: %q is not a number of seconds", s)
+		switch {
+		case err != nil:
+			pollErr = fmt.Errorf("POLL_INTERVAL_SEC: %q is not a number of seconds", s)
+		case !(sec >= 0.01 && sec <= 3600):
+			pollErr = fmt.Errorf("POLL_INTERVAL_SEC: %q is outside 0.01..3600 seconds", s)
+		default:
+			c.PollInterval = time.Duration(sec * float64(time.Second))
 		}
-		if !(sec >= 0.01 && sec <= 3600) {
-			return c, fmt.Errorf("POLL_INTERVAL_SEC: %q is outside 0.01..3600 seconds", s)
-		}
-		c.PollInterval = time.Duration(sec * float64(time.Second))
-	} else {
-		c.PollInterval = DefaultPollInterval
 	}
 	if c.WorkerID == "" {
 		c.WorkerID = DefaultWorkerID(getenv, os.Hostname)
 	}
-	return c, c.Validate()
+	return c, errors.Join(pollErr, c.Validate())
 }
 
 // DefaultWorkerID derives a worker ID from the provider's environment:
@@ -200,35 +201,34 @@ func sanitizeID(s string) string {
 	return s
 }
 
-// Validate checks the environment-derived fields; each error names the
-// variable and what it expects, never a secret's value.
+// Validate checks the environment-derived fields and names every bad one,
+// one line each (a fresh deployment usually misses several at once); each
+// names the variable and what it expects, never a secret's value.
 func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.OrchestratorBaseURL == "" {
-		return errors.New("ORCHESTRATOR_BASE_URL: required: the control plane's URL, e.g. https://orch.example.com")
-	}
-	u, err := url.Parse(c.OrchestratorBaseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("ORCHESTRATOR_BASE_URL: not an http:// or https:// URL with a host")
-	}
-	if u.User != nil {
-		return errors.New("ORCHESTRATOR_BASE_URL: must not carry credentials (the key goes in INTERNAL_API_KEY)")
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return errors.New("ORCHESTRATOR_BASE_URL: must not have a query or fragment")
+		bad("ORCHESTRATOR_BASE_URL: required: the control plane's URL, e.g. https://orch.example.com")
+	} else if u, err := url.Parse(c.OrchestratorBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("ORCHESTRATOR_BASE_URL: not an http:// or https:// URL with a host")
+	} else if u.User != nil {
+		bad("ORCHESTRATOR_BASE_URL: must not carry credentials (the key goes in INTERNAL_API_KEY)")
+	} else if u.RawQuery != "" || u.Fragment != "" {
+		bad("ORCHESTRATOR_BASE_URL: must not have a query or fragment")
 	}
 	if c.InternalAPIKey == "" {
-		return errors.New("INTERNAL_API_KEY: required: the key the control plane expects from workers")
+		bad("INTERNAL_API_KEY: required: the key the control plane expects from workers")
 	}
 	if !c.WorkerType.Valid() {
-		return fmt.Errorf("WORKER_TYPE: %q is not one of main, transient", c.WorkerType)
+		bad("WORKER_TYPE: %q is not one of main, transient", c.WorkerType)
 	}
 	switch c.Provider {
 	case ProviderSalad, ProviderVast, ProviderOther:
 	default:
-		return fmt.Errorf("PROVIDER: %q is not one of salad, vast, other", c.Provider)
+		bad("PROVIDER: %q is not one of salad, vast, other", c.Provider)
 	}
 	if len(c.GPUClass) > 64 {
-		return errors.New("GPU_CLASS_NAME: longer than 64 bytes")
+		bad("GPU_CLASS_NAME: longer than 64 bytes")
 	}
 	if c.HasB2() {
 		var missing []string
@@ -242,14 +242,14 @@ func (c *Config) Validate() error {
 			missing = append(missing, "B2_BUCKET_NAME")
 		}
 		if len(missing) > 0 {
-			return fmt.Errorf("%s: required when any of B2_KEY_ID, B2_APP_KEY, B2_BUCKET_NAME is set", strings.Join(missing, ", "))
+			bad("%s: required when any of B2_KEY_ID, B2_APP_KEY, B2_BUCKET_NAME is set", strings.Join(missing, ", "))
 		}
 	}
 	if c.PollInterval <= 0 {
-		return errors.New("POLL_INTERVAL_SEC: must be a positive number of seconds")
+		bad("POLL_INTERVAL_SEC: must be a positive number of seconds")
 	}
 	if !protocol.ValidID(c.WorkerID) {
-		return fmt.Errorf("WORKER_ID: %q is not 1 to 128 letters, digits and . _ : - starting with a letter or digit", c.WorkerID)
+		bad("WORKER_ID: %q is not 1 to 128 letters, digits and . _ : - starting with a letter or digit", c.WorkerID)
 	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -200,3 +200,25 @@ func TestEnvVarsMatchesConfigFromEnv(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigFromEnvNamesEveryProblem: a fresh deployment that misses
+// several variables learns about all of them from one start, not one per
+// restart.
+func TestConfigFromEnvNamesEveryProblem(t *testing.T) {
+	t.Parallel()
+	_, err := worker.ConfigFromEnv(getenv(map[string]string{
+		"WORKER_TYPE": "gpu", "POLL_INTERVAL_SEC": "five", "B2_KEY_ID": "id",
+	}))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	for _, v := range []string{"ORCHESTRATOR_BASE_URL: required", "INTERNAL_API_KEY: required", "WORKER_TYPE:", "POLL_INTERVAL_SEC:", "B2_APP_KEY, B2_BUCKET_NAME: required"} {
+		if !strings.Contains(msg, v) {
+			t.Errorf("the error does not name %s:\n%s", v, msg)
+		}
+	}
+	if n := strings.Count(msg, "\n") + 1; n != 5 {
+		t.Errorf("want one line per problem (5), got %d:\n%s", n, msg)
+	}
+}

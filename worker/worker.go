@@ -233,7 +233,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer endLife()
 
 	w.log.Info("worker starting", "control", w.cfg.OrchestratorBaseURL, "worker_type", w.cfg.WorkerType,
-		"provider", w.cfg.Provider, "gpu_class", w.cfg.GPUClass, "version", w.cfg.Version, "health", ln.Addr().String())
+		"provider", w.cfg.Provider, "gpu_class", w.cfg.GPUClass, "version", w.cfg.Version, "health", ln.Addr().String(), "poll_interval", w.cfg.PollInterval.String())
 	w.runSelfCheck(runCtx)
 
 	var beats sync.WaitGroup

@@ -30,7 +30,7 @@ process's peak resident memory. Needs about 8 GB of memory.`,
 			Flags: []cli.Flag{
 				&cli.IntSliceFlag{Name: "batch", Value: cli.NewIntSlice(1, 8), Usage: "batch sizes to time"},
 				&cli.IntFlag{Name: "iters", Value: 2, Usage: "timed passes per network and batch size"},
-				&cli.IntFlag{Name: "threads", Usage: "threads for the CPU backend (default: all cores)"},
+				&cli.IntFlag{Name: "threads", Usage: "threads for the CPU backend", DefaultText: "all cores"},
 				&cli.StringFlag{Name: "isa", Value: "auto", Usage: "CPU code path: auto, go, avx2 or avx512"},
 				&cli.StringFlag{Name: "conv", Value: "auto", Usage: "3×3 convolution algorithm: auto, direct or winograd"},
 				&cli.Float64Flag{Name: "peak-gflops", Usage: "the machine's peak GFLOP/s, to report each network's share of it"},

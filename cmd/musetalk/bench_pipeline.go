@@ -38,7 +38,7 @@ are those of the real network sizes without a download.`,
 			&cli.StringFlag{Name: "version", Value: musetalk.DefaultVersion, Usage: "MuseTalk version: v15 or v1"},
 			&cli.StringFlag{Name: "parsing-mode", Usage: "v1.5 blend mask: jaw (default) or raw"},
 			&cli.StringFlag{Name: "weights", Usage: "weight directory (default: full-size random weights in a temporary directory)"},
-			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: all cores)"},
+			&cli.IntFlag{Name: "threads", Usage: "CPU threads", DefaultText: "all cores"},
 			&cli.StringFlag{Name: "work-dir", Usage: "where the temporary weights, cache and output go (default: the system's temporary directory)"},
 		},
 		Action: runBenchPipeline,
@@ -62,7 +62,7 @@ func runBenchPipeline(c *cli.Context) error {
 		params.FaceBox = box
 	}
 	if err := params.Validate(); err != nil {
-		return err
+		return flagError(err)
 	}
 	if _, err := os.Stat(c.String("avatar")); err != nil {
 		return fmt.Errorf("--avatar: %w", err)

@@ -15,8 +15,46 @@ import (
 	"github.com/avatargen/musetalk/telemetry"
 )
 
-// version is set at link time (-ldflags "-X main.version=...").
-var version = "dev"
+// version is the binary's version: set at link time (-ldflags "-X
+// main.version=..."), else read from the build information at start.
+var version = ""
+
+func init() {
+	if version == "" {
+		version = buildVersion(debug.ReadBuildInfo())
+	}
+}
+
+// buildVersion is the module version the Go toolchain stamped into the
+// binary: a tag, or a pseudo-version naming the commit (with "+dirty" for
+// a modified checkout), else the VCS revision, else "devel".
+func buildVersion(info *debug.BuildInfo, ok bool) string {
+	if !ok {
+		return "devel"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if modified == "true" {
+		rev += "+dirty"
+	}
+	return "devel-" + rev
+}
 
 // gcPercent replaces Go's default GOGC of 100 unless GOGC is set. The
 // networks' weights are a large, long-lived, pointer-free heap (over 10 GB

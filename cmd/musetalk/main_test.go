@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -89,5 +90,52 @@ func TestWeightsConvert(t *testing.T) {
 	}
 	if _, err := run(t, "weights", "convert", src); err == nil || !strings.Contains(err.Error(), "SRC and DST") {
 		t.Fatalf("one argument: %v", err)
+	}
+}
+
+// TestHelpStatesEachDefaultOnce catches a flag whose usage text names a
+// default while the library appends another one (often "(default: 0)",
+// contradicting it): every flag line of every command's help says
+// "default" at most once.
+func TestHelpStatesEachDefaultOnce(t *testing.T) {
+	var walk func(path string, flags []cli.Flag, cmds []*cli.Command)
+	walk = func(path string, flags []cli.Flag, cmds []*cli.Command) {
+		for _, f := range flags {
+			line := f.String()
+			if n := strings.Count(strings.ToLower(line), "default"); n > 1 {
+				t.Errorf("%s: %s", path, line)
+			}
+		}
+		for _, c := range cmds {
+			walk(path+" "+c.Name, c.Flags, c.Subcommands)
+		}
+	}
+	app := newApp()
+	walk("musetalk", app.Flags, app.Commands)
+}
+
+func TestBuildVersion(t *testing.T) {
+	settings := func(kv ...string) []debug.BuildSetting {
+		var s []debug.BuildSetting
+		for i := 0; i < len(kv); i += 2 {
+			s = append(s, debug.BuildSetting{Key: kv[i], Value: kv[i+1]})
+		}
+		return s
+	}
+	for _, c := range []struct {
+		info *debug.BuildInfo
+		ok   bool
+		want string
+	}{
+		{nil, false, "devel"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "v1.2.3"}}, true, "v1.2.3"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "v0.0.0-20261207031500-2ff5c6d1a2b3+dirty"}}, true, "v0.0.0-20261207031500-2ff5c6d1a2b3+dirty"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: settings("vcs.revision", "2ff5c6d1a2b3c4d5e6f7", "vcs.modified", "true")}, true, "devel-2ff5c6d1a2b3+dirty"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: settings("vcs.revision", "2ff5c6d1a2b3c4d5e6f7", "vcs.modified", "false")}, true, "devel-2ff5c6d1a2b3"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, true, "devel"},
+	} {
+		if got := buildVersion(c.info, c.ok); got != c.want {
+			t.Errorf("buildVersion(%+v) = %q, want %q", c.info, got, c.want)
+		}
 	}
 }

@@ -38,9 +38,9 @@ without a face pass through unchanged. See docs/PIPELINE.md.`,
 			&cli.StringFlag{Name: "fps", Usage: "output frame rate, e.g. 25 or 30000/1001 (default: the video's own, 25 for a still)"},
 			&cli.StringFlag{Name: "face-box", Usage: "x1,y1,x2,y2: use this face box in every frame instead of detecting the face"},
 			&cli.IntFlag{Name: "bbox-shift", Usage: "v1: move the face box's upper edge (positive opens the mouth more)"},
-			&cli.IntFlag{Name: "extra-margin", Usage: "v1.5: extend the face box downwards by this many pixels (default 10)"},
+			&cli.IntFlag{Name: "extra-margin", Usage: "v1.5: extend the face box downwards by this many pixels", DefaultText: "10"},
 			&cli.StringFlag{Name: "parsing-mode", Usage: "v1.5 blend mask: jaw (default) or raw"},
-			&cli.IntFlag{Name: "threads", Usage: "CPU threads (default: all cores)", EnvVars: []string{"MUSETALK_THREADS"}},
+			&cli.IntFlag{Name: "threads", Usage: "CPU threads", DefaultText: "all cores", EnvVars: []string{"MUSETALK_THREADS"}},
 			&cli.IntFlag{Name: "crf", Value: musetalk.DefaultCRF, Usage: "libx264 quality, 1 (best) to 51"},
 			&cli.StringFlag{Name: "avatar-cache", Usage: "directory of prepared avatars (default: " + musetalk.DefaultCacheDir() + ")", EnvVars: []string{"MUSETALK_AVATAR_CACHE"}},
 			&cli.Int64Flag{Name: "avatar-cache-max-bytes", Value: musetalk.DefaultCacheMaxBytes, Usage: "size bound of the avatar cache", EnvVars: []string{"MUSETALK_AVATAR_CACHE_MAX_BYTES"}},
@@ -95,7 +95,7 @@ func runRender(c *cli.Context) error {
 		}
 		var ie *musetalk.InputError
 		if errors.As(err, &ie) {
-			return fmt.Errorf("bad input: %w", err)
+			return fmt.Errorf("bad input: %w", flagError(err))
 		}
 		return fmt.Errorf("render: %w", err)
 	}

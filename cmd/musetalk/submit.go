@@ -244,9 +244,20 @@ func paramsFromFlags(c *cli.Context) (protocol.JobParams, error) {
 		p.FaceBox = box
 	}
 	if err := p.Validate(); err != nil {
-		return p, err
+		return p, flagError(err)
 	}
 	return p, nil
+}
+
+// flagError names the flag behind a bad job parameter: the libraries name
+// the API's fields (params.batch_size), which a command-line user never
+// typed. Other errors pass through.
+func flagError(err error) error {
+	var pe *protocol.ParamError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("--%s: %w", strings.ReplaceAll(pe.Field, "_", "-"), pe.Err)
+	}
+	return err
 }
 
 // parseFaceBox reads "x1,y1,x2,y2".

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -90,6 +91,9 @@ func runWorker(c *cli.Context) error {
 		return os.Getenv(k)
 	})
 	if err != nil {
+		if lines := strings.Split(err.Error(), "\n"); len(lines) > 1 {
+			return fmt.Errorf("%d problems with the worker's settings (variables or flags):\n  %s", len(lines), strings.Join(lines, "\n  "))
+		}
 		return err
 	}
 	cfg.HealthAddr = c.String("health-addr")
@@ -126,8 +130,6 @@ func runWorker(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("configuring the worker: %w", err)
 	}
-	log.Info("worker starting", "worker_id", w.ID(), "worker_type", cfg.WorkerType, "provider", cfg.Provider,
-		"control", cfg.OrchestratorBaseURL, "health", cfg.HealthAddr, "poll_interval", cfg.PollInterval.String())
 	return w.RunWithSignals(ctx, sigs)
 }
 
@@ -166,7 +168,7 @@ func musetalkEngineFlags() []cli.Flag {
 		&cli.StringFlag{Name: "weights", Usage: "weight directory of the musetalk engine (default: " + modeldir.Default() + "; fill it with: musetalk weights fetch)", EnvVars: []string{"MUSETALK_WEIGHTS"}},
 		&cli.StringFlag{Name: "avatar-cache", Usage: "directory of prepared avatars (default: " + musetalk.DefaultCacheDir() + ")", EnvVars: []string{"MUSETALK_AVATAR_CACHE"}},
 		&cli.Int64Flag{Name: "avatar-cache-max-bytes", Value: musetalk.DefaultCacheMaxBytes, Usage: "size bound of the avatar cache; least recently used avatars go first", EnvVars: []string{"MUSETALK_AVATAR_CACHE_MAX_BYTES"}},
-		&cli.IntFlag{Name: "threads", Usage: "CPU threads of the musetalk engine (default: all cores)", EnvVars: []string{"MUSETALK_THREADS"}},
+		&cli.IntFlag{Name: "threads", Usage: "CPU threads of the musetalk engine", DefaultText: "all cores", EnvVars: []string{"MUSETALK_THREADS"}},
 	}
 }
 

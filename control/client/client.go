@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/avatargen/musetalk/internal/outfile"
 	"github.com/avatargen/musetalk/protocol"
 )
 
@@ -469,7 +470,7 @@ func (c *Client) Download(ctx context.Context, id string, w io.Writer) (int64, e
 // which is renamed over path once complete.
 func (c *Client) DownloadFile(ctx context.Context, id, path string) (int64, error) {
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".part-*")
+	tmp, err := outfile.CreateTemp(dir, "."+filepath.Base(path)+".part-*")
 	if err != nil {
 		return 0, fmt.Errorf("making a file for the result: %w", err)
 	}
@@ -488,9 +489,6 @@ func (c *Client) DownloadFile(ctx context.Context, id, path string) (int64, erro
 		return n, fmt.Errorf("writing %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Close(); err != nil {
-		return n, fmt.Errorf("writing %s: %w", tmp.Name(), err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
 		return n, fmt.Errorf("writing %s: %w", tmp.Name(), err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {

@@ -244,6 +244,15 @@ func TestWaitReportsProgressThenDownloads(t *testing.T) {
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, output) {
 		t.Errorf("downloaded file has %d bytes, want %d", len(got), len(output))
 	}
+	// The mode os.Create gives (0666 less the umask), as a render's output.
+	ref, err := os.Create(filepath.Join(t.TempDir(), "ref"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref.Close()
+	if got, want := statMode(t, out), statMode(t, ref.Name()); got != want {
+		t.Errorf("result mode %v, want %v", got, want)
+	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Errorf("download left %d files in its directory, want 1", len(entries))
 	}
@@ -490,4 +499,13 @@ func TestWorkers(t *testing.T) {
 	if err != nil || len(ws) != 1 || ws[0].ID != "w1" || !slices.Equal(ws[0].CachedAvatars, []string{"face-17"}) {
 		t.Fatalf("Workers after w1's heartbeat: %+v, %v", ws, err)
 	}
+}
+
+func statMode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode().Perm()
 }

@@ -93,8 +93,6 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("configuring the worker: %w", err)
 	}
-	log.Info("worker starting", "worker_id", w.ID(), "control", cfg.OrchestratorBaseURL, "health", cfg.HealthAddr,
-		"poll_interval", cfg.PollInterval.String())
 	return w.RunWithSignals(ctx, sigs)
 }
 

@@ -1,0 +1,39 @@
+package outfile
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestCreateTempHonoursUmask(t *testing.T) {
+	old := syscall.Umask(0o027)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	f, err := CreateTemp(dir, ".out.mp4.*.partial")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	st, err := os.Stat(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.Mode().Perm(); got != 0o640 {
+		t.Errorf("mode %v, want 0640 (0666 less umask 027)", got)
+	}
+	base := filepath.Base(f.Name())
+	if !strings.HasPrefix(base, ".out.mp4.") || !strings.HasSuffix(base, ".partial") || len(base) != len(".out.mp4..partial")+16 {
+		t.Errorf("name %q does not follow the pattern", base)
+	}
+	g, err := CreateTemp(dir, "x")
+	if err != nil || g.Name() == f.Name() || !strings.HasPrefix(filepath.Base(g.Name()), "x") {
+		t.Fatalf("second file: %v, %v", g, err)
+	}
+	g.Close()
+	if _, err := CreateTemp(filepath.Join(dir, "missing"), "x*"); err == nil {
+		t.Error("no error in a missing directory")
+	}
+}
