@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"testing"
 
 	"github.com/avatargen/musetalk/internal/goldendir"
+	"github.com/avatargen/musetalk/musetalk"
+	"github.com/avatargen/musetalk/worker/preview"
 
 	"github.com/urfave/cli/v2"
 )
@@ -136,6 +139,39 @@ func TestBuildVersion(t *testing.T) {
 	} {
 		if got := buildVersion(c.info, c.ok); got != c.want {
 			t.Errorf("buildVersion(%+v) = %q, want %q", c.info, got, c.want)
+		}
+	}
+}
+
+// TestAPIDocNamesRealStages: every progress stage docs/API.md shows is one
+// that an engine sends.
+func TestAPIDocNamesRealStages(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "API.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := map[string]bool{}
+	for _, s := range []string{musetalk.StageLoad, musetalk.StagePrepare, musetalk.StageFeatures, musetalk.StageGenerate,
+		musetalk.StageEncode, preview.StageProbe, preview.StageRender} {
+		real[s] = true
+	}
+	re := regexp.MustCompile("\"stage\": ?\"([^\"]*)\"|`([a-z]+)`")
+	seen := 0
+	for _, m := range re.FindAllStringSubmatch(string(doc), -1) {
+		if m[1] == "" {
+			continue
+		}
+		seen++
+		if !real[m[1]] {
+			t.Errorf("docs/API.md shows stage %q, which no engine sends", m[1])
+		}
+	}
+	if seen == 0 {
+		t.Fatal("docs/API.md shows no stage")
+	}
+	for s := range real {
+		if !strings.Contains(string(doc), "`"+s+"`") {
+			t.Errorf("docs/API.md does not list stage %q", s)
 		}
 	}
 }

@@ -30,6 +30,12 @@ import (
 // Name is the engine's name in protocol.JobParams.Engine.
 const Name = "preview"
 
+// The progress stages the engine reports, in order.
+const (
+	StageProbe  = "probe"  // reading the inputs' streams
+	StageRender = "render" // frames muxed of all
+)
+
 // DefaultFPS is the output frame rate for a still image when the job names
 // none.
 const DefaultFPS = 25
@@ -92,7 +98,7 @@ func (e *Engine) Run(ctx context.Context, job *engine.Job, progress engine.Progr
 	if progress == nil {
 		progress = func(protocol.Progress) {}
 	}
-	progress(protocol.Progress{Stage: "probe"})
+	progress(protocol.Progress{Stage: StageProbe})
 	audio, err := e.probe(ctx, job.AudioPath)
 	if err != nil {
 		return inputError(ctx, "audio", err)
@@ -119,7 +125,7 @@ func (e *Engine) Run(ctx context.Context, job *engine.Job, progress engine.Progr
 	}
 	fpsF, _ := fps.Float64()
 	total := max(1, int(math.Round(dur*fpsF)))
-	progress(protocol.Progress{Stage: "render", FramesTotal: total})
+	progress(protocol.Progress{Stage: StageRender, FramesTotal: total})
 
 	args := []string{"-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-progress", "pipe:1", "-y"}
 	if still {
@@ -166,7 +172,7 @@ func (e *Engine) Run(ctx context.Context, job *engine.Job, progress engine.Progr
 	if st, err := os.Stat(job.OutputPath); err != nil || st.Size() == 0 {
 		return engine.Permanent(fmt.Errorf("preview: ffmpeg wrote no output: %s", tail(stderr.buf, job.AvatarPath, job.AudioPath, job.OutputPath)))
 	}
-	progress(protocol.Progress{Stage: "render", FramesDone: total, FramesTotal: total})
+	progress(protocol.Progress{Stage: StageRender, FramesDone: total, FramesTotal: total})
 	return nil
 }
 
@@ -188,7 +194,7 @@ func readProgress(r io.Reader, total int, progress engine.ProgressFunc) {
 		case "progress":
 			if frame > last {
 				last = frame
-				progress(protocol.Progress{Stage: "render", FramesDone: frame, FramesTotal: total})
+				progress(protocol.Progress{Stage: StageRender, FramesDone: frame, FramesTotal: total})
 			}
 		}
 	}
