@@ -35,6 +35,10 @@ control plane, shows the job's progress on stderr, and writes the result
 to --out once the job has succeeded. A job that fails or is cancelled ends
 the command with the server's message and a non-zero status.
 
+A control plane that is not answering yet (just started with
+'musetalk up &') is waited for, at most --wait-for-control (default 1m),
+before anything is uploaded.
+
 Ctrl-C while waiting stops waiting, not the job: the job id is printed and
 'musetalk submit --job ID --out FILE' fetches it later. With
 --cancel-on-interrupt, Ctrl-C cancels the job as well.`,
@@ -45,6 +49,7 @@ Ctrl-C while waiting stops waiting, not the job: the job id is printed and
 			&cli.StringFlag{Name: "job", Usage: "wait for and download this existing job instead of submitting one"},
 			&cli.StringFlag{Name: "control", Value: defaultControlURL, Usage: "URL of the control plane", EnvVars: []string{"MUSETALK_CONTROL_URL"}},
 			&cli.StringFlag{Name: "api-key", Usage: "key of the public API, when it needs one", EnvVars: []string{"MUSETALK_API_KEY"}},
+			&cli.DurationFlag{Name: "wait-for-control", Value: time.Minute, Usage: "how long to wait for a control plane that does not answer yet (0: fail at once)", EnvVars: []string{"MUSETALK_WAIT_FOR_CONTROL"}},
 			&cli.StringFlag{Name: "engine", Usage: "engine that renders the job: musetalk or preview (default: the worker's)"},
 			&cli.StringFlag{Name: "version", Usage: "MuseTalk version: v15 or v1 (default v15)"},
 			&cli.StringFlag{Name: "fps", Usage: "output frame rate, e.g. 25 or 30000/1001 (default: the avatar's)"},
@@ -82,6 +87,12 @@ func runSubmit(c *cli.Context) error {
 	// the process.
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if err := waitForControl(ctx, cl, c.Duration("wait-for-control"), stderr); err != nil {
+		if ctx.Err() != nil {
+			return cli.Exit("musetalk: interrupted while waiting for the control plane; no job was created", interruptedExit)
+		}
+		return err
+	}
 	if jobID == "" {
 		job, err := cl.Submit(ctx, client.SubmitRequest{
 			AvatarPath: c.String("avatar"), AudioPath: c.String("audio"), Params: params,
@@ -122,6 +133,22 @@ func runSubmit(c *cli.Context) error {
 	}
 	fmt.Fprintf(stderr, "wrote %s (%s) in %s\n", out, formatBytes(n), formatDuration(time.Since(start)))
 	return nil
+}
+
+// waitForControl waits up to maxWait for the control plane to answer,
+// saying once on stderr that it is waiting.
+func waitForControl(ctx context.Context, cl *client.Client, maxWait time.Duration, stderr io.Writer) error {
+	said := false
+	err := cl.WaitReachable(ctx, maxWait, func(err error) {
+		if !said {
+			said = true
+			fmt.Fprintf(stderr, "waiting up to %s for the control plane at %s (is `musetalk up` running?)\n", maxWait.Round(time.Second), cl.BaseURL())
+		}
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("%w\nstart one with `musetalk up`, or point --control (MUSETALK_CONTROL_URL) at a running one", err)
+	}
+	return err
 }
 
 // checkSubmitFlags checks the flags that do not make the job's parameters:

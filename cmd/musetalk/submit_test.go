@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -264,5 +267,53 @@ func TestFormatBytes(t *testing.T) {
 		if got := formatBytes(n); got != want {
 			t.Errorf("formatBytes(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// TestSubmitWaitsForTheControlPlane: the quick start pasted as a script,
+// `musetalk up &` then `musetalk submit`, works although the server is not
+// listening yet when submit starts.
+func TestSubmitWaitsForTheControlPlane(t *testing.T) {
+	c := startControl(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	target, _ := url.Parse(c.url)
+	late := &http.Server{Handler: httputil.NewSingleHostReverseProxy(target)}
+	t.Cleanup(func() { late.Close() })
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			late.Serve(ln)
+		}
+	}()
+	stdout, stderr := newWatchBuffer(), newWatchBuffer()
+	err = cliRun(context.Background(), stdout, stderr, "submit", "--control", "http://"+addr,
+		"--avatar", c.avatar, "--audio", c.audio, "--no-wait")
+	if err != nil {
+		t.Fatalf("submit: %v\n%s", err, stderr.String())
+	}
+	id := strings.TrimSpace(stdout.String())
+	if job := c.job(id); job.State != protocol.JobQueued {
+		t.Errorf("job %s is %s, want queued", id, job.State)
+	}
+	if !strings.Contains(stderr.String(), "waiting up to 1m0s for the control plane") {
+		t.Errorf("submit did not say it was waiting:\n%s", stderr.String())
+	}
+
+	// Nobody ever answers: a bounded wait, then a message saying what to do.
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	err = cliRun(context.Background(), newWatchBuffer(), newWatchBuffer(), "submit", "--control", "http://"+dead,
+		"--avatar", c.avatar, "--audio", c.audio, "--no-wait", "--wait-for-control", "300ms")
+	if err == nil || !strings.Contains(err.Error(), "did not answer within") || !strings.Contains(err.Error(), "musetalk up") {
+		t.Fatalf("submit to nobody: %v", err)
 	}
 }

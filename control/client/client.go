@@ -309,6 +309,62 @@ func (e *exactReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Ping asks the control plane's /healthz once: nil when it answers 200.
+func (c *Client) Ping(ctx context.Context) error {
+	req, err := c.newRequest(ctx, http.MethodGet, protocol.Path(protocol.HealthzRoute), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errorFrom(resp)
+	}
+	return nil
+}
+
+// WaitReachable pings the control plane until it answers 200, for at most
+// maxWait: a server started a moment ago (`musetalk up &`) is not yet
+// listening. onRetry (when not nil) is called with the error of each
+// failed ping that will be retried. It returns nil once the server
+// answers, ctx's error when ctx ends, and otherwise the last ping's error,
+// wrapped with how long it waited. Answers that waiting cannot change
+// (a 4xx) end it at once.
+func (c *Client) WaitReachable(ctx context.Context, maxWait time.Duration, onRetry func(error)) error {
+	start := time.Now()
+	delay := 100 * time.Millisecond
+	for {
+		err := c.Ping(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		left := maxWait - time.Since(start)
+		if !isTransient(err) || left <= 0 {
+			if maxWait > 0 {
+				return fmt.Errorf("the control plane at %s did not answer within %s: %w", c.base, maxWait.Round(time.Second), err)
+			}
+			return fmt.Errorf("the control plane at %s: %w", c.base, err)
+		}
+		if onRetry != nil {
+			onRetry(err)
+		}
+		t := time.NewTimer(min(delay, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
 // Get returns the job with its attempt history.
 func (c *Client) Get(ctx context.Context, id string) (protocol.JobView, error) {
 	var job protocol.JobView
@@ -497,6 +553,9 @@ func (c *Client) DownloadFile(ctx context.Context, id, path string) (int64, erro
 	done = true
 	return n, nil
 }
+
+// BaseURL is the control plane's URL the client was made with.
+func (c *Client) BaseURL() string { return c.base.String() }
 
 // JobURL is the address of the job's JSON view, for people to look at.
 func (c *Client) JobURL(id string) string {

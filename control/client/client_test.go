@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -508,4 +509,67 @@ func statMode(t *testing.T, path string) os.FileMode {
 		t.Fatal(err)
 	}
 	return st.Mode().Perm()
+}
+
+// TestWaitReachable: a control plane that starts listening a moment after
+// the client begins (`musetalk up &` then submit) is waited for; one that
+// never answers ends the wait after the bound; an answer that waiting
+// cannot change ends it at once.
+func TestWaitReachable(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	late := &http.Server{Handler: b.ts.Config.Handler}
+	t.Cleanup(func() { late.Close() })
+	go func() {
+		time.Sleep(400 * time.Millisecond)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		late.Serve(ln)
+	}()
+	c, err := client.New("http://"+addr, publicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retries := 0
+	if err := c.WaitReachable(context.Background(), 10*time.Second, func(error) { retries++ }); err != nil {
+		t.Fatalf("WaitReachable: %v", err)
+	}
+	if retries == 0 {
+		t.Error("the server answered at once: the test did not test the wait")
+	}
+
+	// Nobody there: the bound ends the wait, naming it and the URL.
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	c, _ = client.New("http://"+dead, "")
+	start := time.Now()
+	err = c.WaitReachable(context.Background(), 300*time.Millisecond, nil)
+	if err == nil || !strings.Contains(err.Error(), "did not answer within") || !strings.Contains(err.Error(), dead) {
+		t.Fatalf("nobody listening: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the wait took %s, bound 300ms", d)
+	}
+
+	// Something else answers 404: no point waiting.
+	other := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(other.Close)
+	c, _ = client.New(other.URL, "")
+	retries = 0
+	if err := c.WaitReachable(context.Background(), time.Minute, func(error) { retries++ }); err == nil || retries != 0 {
+		t.Fatalf("a 404 server: %v after %d retries", err, retries)
+	}
 }
