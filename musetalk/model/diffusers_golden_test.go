@@ -408,30 +408,35 @@ func testGoldenVAE(t *testing.T, algo cpu.ConvAlgo) {
 }
 
 // TestGoldenFullSizeConfigs parses the reference_full_size_config of both
-// golden JSONs and checks the parameter counts of the real networks (from
-// the config alone: nothing is allocated).
+// golden JSONs and builds the real networks' specs from it (nothing is
+// allocated). The reference is the official config (musetalk.json,
+// sd-vae-ft-mse), so the spec must be the one of the built-in config, whose
+// parameter counts TestUNetSpecMuseTalk and TestVAESpecSD check; and the
+// tiny model has exactly the full-size weight names, as many as its JSON's
+// num_weight_tensors.
 func TestGoldenFullSizeConfigs(t *testing.T) {
 	t.Parallel()
+	unetSpec := func(raw []byte) ([]model.TensorSpec, error) {
+		cfg, err := weights.ParseUNetConfig(raw)
+		if err != nil {
+			return nil, err
+		}
+		return model.UNetSpec(*cfg)
+	}
+	vaeSpec := func(raw []byte) ([]model.TensorSpec, error) {
+		cfg, err := weights.ParseVAEConfig(raw)
+		if err != nil {
+			return nil, err
+		}
+		return model.VAESpec(*cfg)
+	}
 	for _, c := range []struct {
-		file   string
-		params int64
-		count  int
-		spec   func(raw []byte) ([]model.TensorSpec, error)
+		file    string
+		builtIn func() ([]model.TensorSpec, error)
+		spec    func(raw []byte) ([]model.TensorSpec, error)
 	}{
-		{"a_unet2d_condition", 849_947_844, 686, func(raw []byte) ([]model.TensorSpec, error) {
-			cfg, err := weights.ParseUNetConfig(raw)
-			if err != nil {
-				return nil, err
-			}
-			return model.UNetSpec(*cfg)
-		}},
-		{"b_autoencoder_kl", 83_653_863, 248, func(raw []byte) ([]model.TensorSpec, error) {
-			cfg, err := weights.ParseVAEConfig(raw)
-			if err != nil {
-				return nil, err
-			}
-			return model.VAESpec(*cfg)
-		}},
+		{"a_unet2d_condition", func() ([]model.TensorSpec, error) { return model.UNetSpec(model.MuseTalkUNetConfig()) }, unetSpec},
+		{"b_autoencoder_kl", func() ([]model.TensorSpec, error) { return model.VAESpec(model.SDVAEConfig()) }, vaeSpec},
 	} {
 		t.Run(c.file, func(t *testing.T) {
 			g := dmLoadGolden(t, c.file)
@@ -443,18 +448,39 @@ func TestGoldenFullSizeConfigs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := model.SpecParams(spec); got != c.params || len(spec) != c.count {
-				t.Errorf("%d tensors, %d params; want %d, %d", len(spec), got, c.count, c.params)
+			want, err := c.builtIn()
+			if err != nil {
+				t.Fatal(err)
 			}
-			// The full-size network has the golden file's weight names.
+			if got, wantParams := model.SpecParams(spec), model.SpecParams(want); got != wantParams || len(spec) != len(want) {
+				t.Errorf("reference config: %d tensors, %d params; the built-in config %d, %d", len(spec), got, len(want), wantParams)
+			}
+			wantShapes := map[string][]int{}
+			for _, s := range want {
+				wantShapes[s.Name] = s.Shape
+			}
+			for _, s := range spec {
+				if w, ok := wantShapes[s.Name]; !ok || !slices.Equal(w, s.Shape) {
+					t.Errorf("%s %v: the built-in config's spec has %v", s.Name, s.Shape, w)
+				}
+			}
+			// The full-size network has exactly the golden file's weight names.
 			names := map[string]bool{}
 			for _, s := range spec {
 				names[s.Name] = true
 			}
-			for _, n := range g.weightNames() {
+			tiny := g.weightNames()
+			for _, n := range tiny {
 				if !names[n] {
 					t.Errorf("weight %s of the tiny model is missing from the full-size spec", n)
 				}
+			}
+			if len(tiny) != len(spec) {
+				t.Errorf("the tiny model has %d weights, the full-size spec %d", len(tiny), len(spec))
+			}
+			var stated int
+			if err := json.Unmarshal(g.meta["num_weight_tensors"], &stated); err != nil || stated != len(spec) {
+				t.Errorf("num_weight_tensors %s, the full-size spec has %d", g.meta["num_weight_tensors"], len(spec))
 			}
 		})
 	}

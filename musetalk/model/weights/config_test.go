@@ -2,8 +2,9 @@ package weights
 
 import (
 	"encoding/json"
-	"os"
+	"fmt"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -112,82 +113,273 @@ func TestVAEAndWhisperConfig(t *testing.T) {
 	}
 }
 
-// TestGoldenConfigs parses the config_full of the golden JSON files and,
-// with the same parsers, their reference_full_size_config, which has the
-// shape of the official config files.
+// TestGoldenConfigs parses the config_full of every golden case of a
+// UNet, a VAE or a Whisper encoder and, with the same parser, its
+// reference_full_size_config, which has the layout of the official config
+// files. Expectations come from each case's own JSON: every key that
+// config_passed, config_full or the reference states and the parser keeps
+// must come out unchanged, the heads must be the ones the JSON lists, and
+// the sizes must agree with the shapes of the weights listed under
+// "tensors". Known values are checked on this package's own fixtures
+// (TestGoldenStyleFixtureConfigs).
 func TestGoldenConfigs(t *testing.T) {
 	t.Parallel()
 	dir := goldenDir(t)
-	read := func(name string) []byte {
-		b, err := os.ReadFile(filepath.Join(dir, name))
+	paths, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]int{}
+	for _, path := range paths {
+		top := readGoldenJSON(t, path).top
+		if _, ok := top["config_full"]; !ok {
+			continue
+		}
+		var class string
+		_ = json.Unmarshal(top["model_class"], &class)
+		kind := configKind(class)
+		if kind == "" {
+			continue // the feature extractor, PositionalEncoding, DWPose: other parsers
+		}
+		found[kind]++
+		t.Run(strings.TrimSuffix(filepath.Base(path), ".json"), func(t *testing.T) {
+			t.Parallel()
+			checkGoldenConfig(t, kind, path)
+		})
+	}
+	for _, kind := range []string{"unet", "vae", "whisper"} {
+		if found[kind] == 0 {
+			t.Errorf("no golden case with a %s config_full in %s", kind, dir)
+		}
+	}
+}
+
+// configKind says which parser reads a case's config, from its model_class.
+func configKind(modelClass string) string {
+	switch {
+	case strings.Contains(modelClass, "UNet2DConditionModel"):
+		return "unet"
+	case strings.Contains(modelClass, "AutoencoderKL"):
+		return "vae"
+	case strings.Contains(modelClass, "WhisperModel"):
+		return "whisper"
+	}
+	return ""
+}
+
+// checkGoldenConfig checks the parser of kind on the case JSON at path
+// against the JSON itself.
+func checkGoldenConfig(t *testing.T, kind, path string) {
+	t.Helper()
+	g := readGoldenJSON(t, path)
+	top := g.top
+	shapes := map[string][]int{}
+	for name, gt := range g.Tensors["weights"] {
+		shapes[name] = gt.Shape
+	}
+
+	parse := map[string]func([]byte) (any, error){
+		"unet":    func(b []byte) (any, error) { return ParseUNetConfig(b) },
+		"vae":     func(b []byte) (any, error) { return ParseVAEConfig(b) },
+		"whisper": func(b []byte) (any, error) { return ParseWhisperConfig(b) },
+	}[kind]
+	load := map[string]func(string) (any, error){
+		"unet":    func(p string) (any, error) { return LoadUNetConfig(p) },
+		"vae":     func(p string) (any, error) { return LoadVAEConfig(p) },
+		"whisper": func(p string) (any, error) { return LoadWhisperConfig(p) },
+	}[kind]
+	cfg, err := parse(g.raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loaded, err := load(path); err != nil || !reflect.DeepEqual(loaded, cfg) {
+		t.Errorf("Load = %+v, %v; Parse gave %+v", loaded, err, cfg)
+	}
+	for _, key := range []string{"config_passed", "config_full"} {
+		if raw, ok := top[key]; ok {
+			compareConfigKeys(t, key, cfg, raw)
+		}
+	}
+	if n := checkConfigShapes(t, cfg, shapes); n == 0 {
+		t.Errorf("no weight listed under tensors.weights to check the config's sizes against")
+	}
+	if u, ok := cfg.(*UNetConfig); ok {
+		checkGoldenHeads(t, u, top)
+	}
+	if raw, ok := top["reference_full_size_config"]; ok {
+		ref, err := parse(raw)
 		if err != nil {
+			t.Fatalf("reference_full_size_config: %v", err)
+		}
+		compareConfigKeys(t, "reference_full_size_config", ref, raw)
+	}
+}
+
+// compareConfigKeys requires every non-null key of the JSON object raw that
+// the parsed config keeps (under the same JSON name) to have the JSON's
+// value. A scalar stands for a one-element per-block list.
+func compareConfigKeys(t *testing.T, label string, parsed any, raw json.RawMessage) {
+	t.Helper()
+	enc, err := json.Marshal(parsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want map[string]any
+	if err := json.Unmarshal(enc, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(PythonJSON(raw), &want); err != nil {
+		t.Fatalf("%s: %v", label, err)
+	}
+	n := 0
+	for k, w := range want {
+		g, kept := got[k]
+		if w == nil || !kept {
+			continue
+		}
+		n++
+		if l, ok := g.([]any); ok && len(l) == 1 {
+			if _, list := w.([]any); !list {
+				g = l[0]
+			}
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("%s: %s parsed as %v, the JSON says %v", label, k, g, w)
+		}
+	}
+	if n == 0 {
+		t.Errorf("%s: no key the parser keeps", label)
+	}
+}
+
+// checkConfigShapes checks a config's sizes against the shapes of the
+// weights that the JSON lists, and returns how many weights it looked at.
+func checkConfigShapes(t *testing.T, cfg any, shapes map[string][]int) int {
+	t.Helper()
+	n := 0
+	expect := func(name string, want ...int) {
+		t.Helper()
+		got, ok := shapes[name]
+		if !ok {
+			return
+		}
+		n++
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: listed %v, the config implies %v", name, got, want)
+		}
+	}
+	// count returns how many distinct indices i the listed names
+	// prefix.i.* have, or -1 when none is listed.
+	count := func(prefix string) int {
+		seen := map[string]bool{}
+		for name := range shapes {
+			if rest, ok := strings.CutPrefix(name, prefix+"."); ok {
+				i, _, _ := strings.Cut(rest, ".")
+				seen[i] = true
+			}
+		}
+		if len(seen) == 0 {
+			return -1
+		}
+		n++
+		return len(seen)
+	}
+	switch c := cfg.(type) {
+	case *UNetConfig:
+		boc := c.BlockOutChannels
+		expect("conv_in.weight", boc[0], c.InChannels, c.ConvInKernel, c.ConvInKernel)
+		expect("conv_out.weight", c.OutChannels, boc[0], c.ConvOutKernel, c.ConvOutKernel)
+		layers, _ := c.LayersPerBlock.PerBlock(len(boc))
+		cross, _ := c.CrossAttentionDim.PerBlock(len(boc))
+		for i, ch := range boc {
+			expect(fmt.Sprintf("down_blocks.%d.resnets.0.conv2.weight", i), ch, ch, 3, 3)
+			if m := count(fmt.Sprintf("down_blocks.%d.resnets", i)); m >= 0 && m != layers[i] {
+				t.Errorf("down block %d lists %d resnets, layers_per_block %d", i, m, layers[i])
+			}
+			if strings.HasPrefix(c.DownBlockTypes[i], "CrossAttn") {
+				expect(fmt.Sprintf("down_blocks.%d.attentions.0.transformer_blocks.0.attn2.to_k.weight", i), ch, cross[i])
+			}
+		}
+	case *VAEConfig:
+		boc := c.BlockOutChannels
+		expect("encoder.conv_in.weight", boc[0], c.InChannels, 3, 3)
+		expect("decoder.conv_out.weight", c.OutChannels, boc[0], 3, 3)
+		expect("quant_conv.weight", 2*c.LatentChannels, 2*c.LatentChannels, 1, 1)
+		expect("post_quant_conv.weight", c.LatentChannels, c.LatentChannels, 1, 1)
+		for i, ch := range boc {
+			expect(fmt.Sprintf("encoder.down_blocks.%d.resnets.0.conv2.weight", i), ch, ch, 3, 3)
+			if m := count(fmt.Sprintf("encoder.down_blocks.%d.resnets", i)); m >= 0 && m != c.LayersPerBlock {
+				t.Errorf("encoder block %d lists %d resnets, layers_per_block %d", i, m, c.LayersPerBlock)
+			}
+			if m := count(fmt.Sprintf("decoder.up_blocks.%d.resnets", i)); m >= 0 && m != c.LayersPerBlock+1 {
+				t.Errorf("decoder block %d lists %d resnets, layers_per_block+1 = %d", i, m, c.LayersPerBlock+1)
+			}
+		}
+	case *WhisperConfig:
+		expect("encoder.conv1.weight", c.DModel, c.NumMelBins, 3)
+		expect("encoder.conv2.weight", c.DModel, c.DModel, 3)
+		expect("encoder.embed_positions.weight", c.MaxSourcePositions, c.DModel)
+		expect("encoder.layers.0.fc1.weight", c.EncoderFFNDim, c.DModel)
+		if m := count("encoder.layers"); m >= 0 && m != c.EncoderLayers {
+			t.Errorf("%d encoder layers listed, encoder_layers %d", m, c.EncoderLayers)
+		}
+	default:
+		t.Fatalf("config of type %T", cfg)
+	}
+	return n
+}
+
+// checkGoldenHeads requires Heads() to be num_attention_heads, or else
+// attention_head_dim (a scalar for every block, or a list), as config_passed
+// states them, and to match the heads and head sizes the JSON lists per down
+// block when it does.
+func checkGoldenHeads(t *testing.T, u *UNetConfig, top map[string]json.RawMessage) {
+	t.Helper()
+	heads, err := u.Heads()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, ok := top["config_passed"]
+	if !ok {
+		raw = top["config_full"]
+	}
+	var passed map[string]any
+	if err := json.Unmarshal(PythonJSON(raw), &passed); err != nil {
+		t.Fatal(err)
+	}
+	h := passed["num_attention_heads"]
+	if h == nil {
+		h = passed["attention_head_dim"]
+	}
+	var want []int
+	switch v := h.(type) {
+	case float64:
+		for range u.DownBlockTypes {
+			want = append(want, int(v))
+		}
+	case []any:
+		for _, x := range v {
+			f, _ := x.(float64)
+			want = append(want, int(f))
+		}
+	case nil:
+		return // the library default
+	}
+	if !slices.Equal(heads, want) {
+		t.Errorf("Heads() = %v; the JSON passes %v", heads, h)
+	}
+	var perBlock [][]int
+	if raw, ok := top["heads_and_head_dims_per_down_block"]; ok {
+		if err := json.Unmarshal(raw, &perBlock); err != nil {
 			t.Fatal(err)
 		}
-		return b
 	}
-	reference := func(b []byte) []byte {
-		var top map[string]json.RawMessage
-		if err := json.Unmarshal(PythonJSON(b), &top); err != nil {
-			t.Fatal(err)
+	for i, hd := range perBlock {
+		if i >= len(heads) || len(hd) != 2 {
+			t.Errorf("heads_and_head_dims_per_down_block[%d] = %v for %d blocks", i, hd, len(heads))
+		} else if heads[i] != hd[0] || u.BlockOutChannels[i]/heads[i] != hd[1] {
+			t.Errorf("down block %d: %d heads of %d, the JSON lists %v", i, heads[i], u.BlockOutChannels[i]/heads[i], hd)
 		}
-		return top["reference_full_size_config"]
-	}
-
-	a := read("a_unet2d_condition.json")
-	u, err := ParseUNetConfig(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	heads, _ := u.Heads()
-	if !slices.Equal(u.BlockOutChannels, []int{12, 24, 32, 32}) || u.NormNumGroups != 4 || !slices.Equal(heads, []int{4, 4, 4, 4}) ||
-		!slices.Equal([]int(u.CrossAttentionDim), []int{24}) || u.InChannels != 8 || !slices.Equal([]int(u.SampleSize), []int{16}) {
-		t.Errorf("golden UNet config_full parsed as %+v", u)
-	}
-	if lu, err := LoadUNetConfig(filepath.Join(dir, "a_unet2d_condition.json")); err != nil || lu.NormNumGroups != 4 {
-		t.Errorf("LoadUNetConfig = %+v, %v", lu, err)
-	}
-	uf, err := ParseUNetConfig(reference(a))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(uf.BlockOutChannels, []int{320, 640, 1280, 1280}) || !slices.Equal([]int(uf.CrossAttentionDim), []int{384}) {
-		t.Errorf("full-size UNet config parsed as %+v", uf)
-	}
-
-	b := read("b_autoencoder_kl.json")
-	v, err := ParseVAEConfig(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(v.BlockOutChannels, []int{16, 24, 32, 32}) || v.NormNumGroups != 8 || v.ScalingFactor != 0.18215 || v.ShiftFactor != nil {
-		t.Errorf("golden VAE config_full parsed as %+v", v)
-	}
-	vf, err := ParseVAEConfig(reference(b))
-	if err != nil || vf.ScalingFactor != 0.18215 || vf.BlockOutChannels[3] != 512 {
-		t.Errorf("full-size VAE config: %+v, %v", vf, err)
-	}
-
-	for _, tc := range []struct {
-		file                       string
-		dModel, layers, heads, ffn int
-		maxSource                  int
-	}{
-		{"c_whisper_encoder.json", 32, 2, 2, 64, 50},
-		{"j_musetalk_audio_real.json", 16, 2, 2, 32, 1500},
-	} {
-		c := read(tc.file)
-		w, err := ParseWhisperConfig(c)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.file, err)
-		}
-		if w.DModel != tc.dModel || w.EncoderLayers != tc.layers || w.EncoderAttentionHeads != tc.heads ||
-			w.EncoderFFNDim != tc.ffn || w.MaxSourcePositions != tc.maxSource || w.NumMelBins != 80 {
-			t.Errorf("%s: config_full parsed as %+v", tc.file, w)
-		}
-	}
-	wf, err := ParseWhisperConfig(reference(read("c_whisper_encoder.json")))
-	if err != nil || wf.DModel != 384 || wf.EncoderLayers != 4 || wf.MaxSourcePositions != 1500 {
-		t.Errorf("whisper-tiny reference config: %+v, %v", wf, err)
 	}
 }
 
