@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -65,13 +66,70 @@ serves /health on --health-addr (:8000, as deployed workers do).
 The control plane logs warnings and errors only, unless --log-level is
 debug; the worker logs at --log-level.
 
+With the musetalk engine, weights that --weights lacks are downloaded at
+start, as by musetalk weights fetch (--endpoint and --s3fd-url as there),
+before the service starts; --no-fetch refuses to start instead. Without
+access to the hub, use --weights DIR for weights already on disk,
+musetalk weights tiny --out DIR then --weights DIR for tiny random
+weights, or --engine preview for the service without weights.
+
 SIGTERM or SIGINT drains: no new claims, the running job gets --grace to
 finish (a second signal releases it at once), then the server stops.
 
 Submit with: musetalk submit --avatar FACE --audio SPEECH --out RESULT.mp4`,
-		Flags:  append(flags, embeddedWorkerFlags()...),
+		Flags:  append(append(flags, embeddedWorkerFlags()...), upWeightFlags()...),
 		Action: runUp,
 	}
+}
+
+// upWeightFlags decide what up does when the musetalk engine's weights are
+// missing: fetch them (from weightSourceFlags) or, with --no-fetch, refuse.
+func upWeightFlags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.BoolFlag{Name: "no-fetch", Usage: "do not download the musetalk engine's missing weights at start; refuse to start instead", EnvVars: []string{"MUSETALK_NO_FETCH"}},
+	}, weightSourceFlags()...)
+}
+
+// upAlternatives ends the error of an up that has no weights and cannot
+// fetch them.
+const upAlternatives = `To start anyway:
+  weights already on disk:  musetalk up --weights DIR
+  tiny random weights:      musetalk weights tiny --out DIR, then musetalk up --weights DIR (the mouth region is noise)
+  no weights at all:        musetalk up --engine preview (the preview engine: the avatar muxed with the audio)
+  a Hugging Face mirror:    musetalk up --endpoint URL (or HF_ENDPOINT=URL), with --s3fd-url URL for S3FD's checkpoint`
+
+// upEnsureWeights gives the musetalk engine, when selected, its weights:
+// the files the weight directory lacks are fetched as by `weights fetch`
+// (same code, same progress display and checks) unless --no-fetch. A
+// failure says why and how to start anyway. SIGINT or SIGTERM stops the
+// download; its .part files stay for the next start to resume.
+func upEnsureWeights(c *cli.Context) error {
+	if !slices.Contains(c.StringSlice("engine"), musetalk.EngineName) {
+		return nil
+	}
+	dir := cmp.Or(c.String("weights"), modeldir.Default())
+	versions := []string{musetalk.DefaultVersion}
+	err := modeldir.Dir(dir).Check(versions...)
+	var missing *modeldir.MissingError
+	switch {
+	case err == nil:
+		return nil
+	case !errors.As(err, &missing):
+		return fmt.Errorf("the musetalk engine's weights: %w", err)
+	case c.Bool("no-fetch"):
+		return fmt.Errorf("the musetalk engine has no weights (--no-fetch): %w\n%s", err, upAlternatives)
+	}
+	fmt.Fprintf(c.App.ErrWriter, "The musetalk engine's weights are missing from %s (%d files): fetching them before starting (--no-fetch turns this off).\n",
+		dir, len(missing.Files))
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := fetchWeights(ctx, c.App.ErrWriter, dir, versions, weightSourceFrom(c)); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("fetching the musetalk engine's weights: %w (the next start resumes the download)", err)
+		}
+		return fmt.Errorf("the musetalk engine's weights could not be fetched into %s: %w\n%s", dir, err, upAlternatives)
+	}
+	return nil
 }
 
 // embeddedWorkerFlags are the worker command's own flags that make sense
@@ -103,6 +161,10 @@ func runUp(c *cli.Context) error {
 	}
 	if c.Duration("poll-interval") <= 0 {
 		return errors.New("--poll-interval: must be positive")
+	}
+	// Before anything else: a download of the weights may take long.
+	if err := upEnsureWeights(c); err != nil {
+		return err
 	}
 	ctx := c.Context
 	sigs := make(chan os.Signal, 2)
@@ -150,14 +212,7 @@ func runUp(c *cli.Context) error {
 	}
 	settings := engineSettingsFrom(c, wcfg.Logger)
 	for _, name := range engines {
-		if name == musetalk.EngineName {
-			// A worker without weights claims nothing; here, with the one
-			// worker, say so before starting instead of queueing forever.
-			dir := cmp.Or(settings.weightsDir, modeldir.Default())
-			if err := modeldir.Dir(dir).Check(musetalk.DefaultVersion); err != nil {
-				return fmt.Errorf("the musetalk engine has no weights: %w\n(or run `musetalk up --engine preview` to try the service without them)", err)
-			}
-		}
+		// The musetalk engine's weights are there (upEnsureWeights).
 		e, err := newEngineWith(name, settings)
 		if err != nil {
 			return err

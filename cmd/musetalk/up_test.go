@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/avatargen/musetalk/control/client"
 	"github.com/avatargen/musetalk/media"
+	"github.com/avatargen/musetalk/musetalk/modeldir"
 	"github.com/avatargen/musetalk/protocol"
 )
 
@@ -307,15 +309,193 @@ func TestUpRejectsBadFlags(t *testing.T) {
 		{[]string{"--engine", "sora"}, "sora"},
 		{[]string{"--engine", "preview", "--poll-interval", "0s"}, "--poll-interval"},
 		{[]string{"--engine", "preview", "--addr", "127.0.0.1:99999"}, "listening on 127.0.0.1:99999"},
-		// The default engine without weights: a clear refusal, not a
-		// queue that never moves.
-		{[]string{"--weights", t.TempDir()}, "musetalk weights fetch"},
+		// The default engine without weights and told not to fetch them:
+		// a clear refusal, not a queue that never moves.
+		{[]string{"--weights", t.TempDir(), "--no-fetch"}, "musetalk weights fetch"},
 	} {
 		out := newWatchBuffer()
 		args := append([]string{"up", "--data-dir", t.TempDir(), "--health-addr", "127.0.0.1:0", "--addr", "127.0.0.1:0"}, tc.args...)
 		err := cliRun(context.Background(), out, out, args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("up %v: %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// tinyHub serves the tiny weights in src as the Hugging Face hub serves
+// the official files of version v15 (at /REPO/resolve/main/PATH, with
+// their git blob id as ETag), or nothing when src is "", and counts the
+// requests.
+func tinyHub(t *testing.T, src string) (url string, requests func() int) {
+	t.Helper()
+	files, err := modeldir.Files(modeldir.V15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := map[string][]byte{}
+	for _, f := range files {
+		if f.Repo == "" || src == "" {
+			continue
+		}
+		p, err := modeldir.Dir(src).Resolve(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if content["/"+f.Repo+"/resolve/main/"+f.RepoPath], err = os.ReadFile(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	n := 0
+	hub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n++
+		mu.Unlock()
+		data, ok := content[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("ETag", `"`+gitBlobID(data)+`"`)
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+	}))
+	t.Cleanup(hub.Close)
+	return hub.URL, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return n
+	}
+}
+
+// TestUpFetchesMissingWeights: on its first start, up fetches the weights
+// the musetalk engine lacks, showing the progress, and its worker becomes
+// ready; the next start finds them and asks the hub nothing.
+func TestUpFetchesMissingWeights(t *testing.T) {
+	// Not parallel: see cliRun.
+	src := t.TempDir()
+	if err := modeldir.WriteTiny(src, 1); err != nil {
+		t.Fatal(err)
+	}
+	hubURL, requests := tinyHub(t, src)
+	weightsDir := t.TempDir()
+	// S3FD's checkpoint has a pinned digest that tiny weights cannot
+	// match: it is on disk already, and --s3fd-url makes sure nothing is
+	// asked of its official host.
+	const s3fd = "s3fd/s3fd-619a316812.safetensors"
+	data, err := os.ReadFile(filepath.Join(src, s3fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(weightsDir, "s3fd"), 0o755)
+	if err := os.WriteFile(filepath.Join(weightsDir, s3fd), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--weights", weightsDir, "--endpoint", hubURL, "--s3fd-url", "http://s3fd.invalid/s3fd.pth",
+		"--avatar-cache", t.TempDir(), "--threads", "1", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--poll-interval", "200ms"}
+	up := startUp(t, args...)
+	out := up.out.String()
+	for _, s := range []string{
+		"weights are missing from " + weightsDir,
+		"--no-fetch",
+		"musetalkV15/unet.pth: fetching " + hubURL + "/TMElyralab/MuseTalk/resolve/main/musetalkV15/unet.pth\n",
+		"musetalkV15/unet.pth: downloading ",
+		"git-sha1 verified",
+		"s3fd/s3fd-619a316812.pth: present\n",
+	} {
+		if !strings.Contains(out, s) {
+			t.Errorf("up's output lacks %q:\n%s", s, out)
+		}
+	}
+	if err := modeldir.Dir(weightsDir).Check(modeldir.V15); err != nil {
+		t.Fatalf("after up: %v", err)
+	}
+	health := up.out.waitFor(t, regexp.MustCompile(`health on (127\.0\.0\.1:\d+)\n`), up.done)[1]
+	waitReady(t, "http://"+health+"/ready", up.done)
+	fetched := requests()
+	if fetched != 8 {
+		t.Errorf("%d requests to the hub; want one for each of the 8 files", fetched)
+	}
+	if err := up.stop(t); err != nil {
+		t.Fatalf("up ended with %v:\n%s", err, up.out)
+	}
+
+	again := startUp(t, args...)
+	if strings.Contains(again.out.String(), "fetching") || requests() != fetched {
+		t.Errorf("the second start fetched again (%d new requests):\n%s", requests()-fetched, again.out)
+	}
+}
+
+// waitReady polls a worker's /ready until it answers 200.
+func waitReady(t *testing.T, url string, done <-chan struct{}) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute) // a guard against hanging, not an assertion
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-done:
+			t.Fatalf("up ended before its worker was ready")
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never answered 200 (last: %v)", url, err)
+		}
+	}
+}
+
+// TestUpCannotFetchWeights: up without weights and without access to the
+// hub (.invalid never resolves) exits at once and says how to start
+// anyway.
+func TestUpCannotFetchWeights(t *testing.T) {
+	// Not parallel: see cliRun.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a guard, not an assertion
+	defer cancel()
+	out := newWatchBuffer()
+	err := cliRun(ctx, out, out, "up", "--weights", t.TempDir(), "--endpoint", "http://hub.invalid", "--s3fd-url", "http://s3fd.invalid/s3fd.pth",
+		"--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0")
+	if err == nil {
+		t.Fatalf("up started without weights:\n%s", out)
+	}
+	if exitCode(err) == 0 {
+		t.Errorf("exit code 0 for %v", err)
+	}
+	msg := err.Error()
+	for _, s := range []string{"cannot reach hub.invalid", "--weights DIR", "musetalk weights tiny --out DIR", "--engine preview", "--endpoint URL", "HF_ENDPOINT"} {
+		if !strings.Contains(msg, s) {
+			t.Errorf("the error does not say %q:\n%s", s, msg)
+		}
+	}
+	if strings.Contains(out.String(), "musetalk is up") {
+		t.Errorf("up started:\n%s", out)
+	}
+}
+
+// TestUpNoFetchEnv: MUSETALK_NO_FETCH turns the download off.
+func TestUpNoFetchEnv(t *testing.T) {
+	// Not parallel: see cliRun.
+	hubURL, requests := tinyHub(t, "")
+	t.Setenv("MUSETALK_NO_FETCH", "true")
+	out := newWatchBuffer()
+	err := cliRun(context.Background(), out, out, "up", "--weights", t.TempDir(), "--endpoint", hubURL,
+		"--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0")
+	if err == nil || !strings.Contains(err.Error(), "musetalk weights fetch") || !strings.Contains(err.Error(), "--engine preview") {
+		t.Fatalf("up with MUSETALK_NO_FETCH and no weights: %v", err)
+	}
+	if requests() != 0 {
+		t.Errorf("%d requests to the hub with MUSETALK_NO_FETCH", requests())
+	}
+	help, err := run(t, "up", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"--no-fetch", "MUSETALK_NO_FETCH", "--endpoint", "--s3fd-url", "MUSETALK_S3FD_URL"} {
+		if !strings.Contains(help, s) {
+			t.Errorf("up --help does not mention %s:\n%s", s, help)
 		}
 	}
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -109,15 +111,65 @@ lacks (in neither its official nor its safetensors form): the UNet(s) and
 VAE from the Hugging Face hub, Whisper-tiny, BiSeNet and S3FD. Downloads
 resume where an interrupted run stopped, are checked against the pinned
 or hub-declared sha256 and only then put in place. Set HF_ENDPOINT or
---endpoint to use a hub mirror.`,
-		Flags: []cli.Flag{
+--endpoint to use a hub mirror, and --s3fd-url for S3FD's checkpoint,
+which comes from its own address and is checked against its pinned sha256
+wherever it comes from.
+
+A failure that no retry can fix (a name that does not resolve, a refused
+connection, a certificate error, a 401, 403 or 404) ends the file at once,
+and a host that cannot be reached is asked for nothing more.`,
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "dir", Value: modeldir.Default(), Usage: "the weight directory", EnvVars: []string{"MUSETALK_WEIGHTS"}},
 			&cli.StringSliceFlag{Name: "version", Value: cli.NewStringSlice(modeldir.V15), Usage: "MuseTalk versions whose UNet to fetch: v15, v1 or both (v15,v1)"},
-			&cli.StringFlag{Name: "endpoint", Usage: "Hugging Face hub URL (default: $HF_ENDPOINT, else " + modeldir.DefaultEndpoint + ")"},
-		},
+		}, weightSourceFlags()...),
 		Action: runWeightsFetch,
 	}
 }
+
+// weightSourceFlags say where weights are downloaded from; `weights fetch`
+// and `up` (which fetches missing weights at start) share them.
+func weightSourceFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "endpoint", Usage: "Hugging Face hub URL, e.g. a mirror's", DefaultText: "$HF_ENDPOINT, else " + modeldir.DefaultEndpoint},
+		&cli.StringFlag{Name: "s3fd-url", Usage: "where to download S3FD's checkpoint from, e.g. a mirror's copy (it is not on the hub, so --endpoint does not move it); checked against its pinned sha256 wherever it comes from", DefaultText: modeldir.DefaultS3FDURL, EnvVars: []string{"MUSETALK_S3FD_URL"}},
+	}
+}
+
+// weightSource is where missing weights come from (weightSourceFlags).
+type weightSource struct {
+	endpoint string // "" means $HF_ENDPOINT, else the hub
+	s3fdURL  string // "" means the official address
+}
+
+func weightSourceFrom(c *cli.Context) weightSource {
+	return weightSource{endpoint: c.String("endpoint"), s3fdURL: c.String("s3fd-url")}
+}
+
+// fetchWeights downloads into dir the files of versions that it lacks,
+// from src, showing the progress on stderr (one redrawn line on a
+// terminal, plain lines otherwise), then checks the directory. Both
+// `weights fetch` and `up` fetch through it; what to do after a failure
+// is the caller's to say.
+func fetchWeights(ctx context.Context, stderr io.Writer, dir string, versions []string, src weightSource) error {
+	show := newFetchDisplay(stderr, isTerminal(stderr), time.Now)
+	err := modeldir.Fetch(ctx, dir, modeldir.FetchOptions{
+		Versions: versions,
+		Endpoint: src.endpoint,
+		S3FDURL:  src.s3fdURL,
+		Progress: show.update,
+	})
+	show.finish()
+	if err != nil {
+		return err
+	}
+	return modeldir.Dir(dir).Check(versions...)
+}
+
+// fetchAlternatives ends the error of a failed `weights fetch`.
+const fetchAlternatives = `Other ways on:
+  a Hugging Face mirror:  --endpoint URL (or HF_ENDPOINT=URL), with --s3fd-url URL for S3FD's checkpoint
+  tiny random weights:    musetalk weights tiny --out DIR (the whole pipeline runs; the mouth region is noise)
+  no weights at all:      musetalk up --engine preview (the service with the preview engine)`
 
 func runWeightsFetch(c *cli.Context) error {
 	dir := c.String("dir")
@@ -128,21 +180,13 @@ func runWeightsFetch(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	show := newFetchDisplay(c.App.ErrWriter, isTerminal(c.App.ErrWriter), time.Now)
-	err = modeldir.Fetch(c.Context, dir, modeldir.FetchOptions{
-		Versions: versions,
-		Endpoint: c.String("endpoint"),
-		Progress: show.update,
-	})
-	show.finish()
-	if err != nil {
-		return fmt.Errorf("weights fetch: %w", err)
+	if err := fetchWeights(c.Context, c.App.ErrWriter, dir, versions, weightSourceFrom(c)); err != nil {
+		if c.Context.Err() != nil {
+			return fmt.Errorf("weights fetch: %w", err)
+		}
+		return fmt.Errorf("weights fetch: %w\n%s", err, fetchAlternatives)
 	}
-	d := modeldir.Dir(dir)
-	if err := d.Check(versions...); err != nil {
-		return err
-	}
-	id, err := d.ID(versions...)
+	id, err := modeldir.Dir(dir).ID(versions...)
 	if err != nil {
 		return err
 	}
@@ -173,14 +217,17 @@ func parseVersions(values []string) ([]string, error) {
 }
 
 // fetchDisplay shows [modeldir.Fetch]'s progress: on a terminal one line
-// per file redrawn in place with bytes done and total; elsewhere plain
-// lines when a file starts, at each quarter and when it is done.
+// per file redrawn in place (the host it connects to, then a bar with
+// bytes done and total); elsewhere plain lines when a file starts, when
+// its bytes start to arrive, at each quarter, at a retry and when it is
+// done or failed. Present files get a line each.
 type fetchDisplay struct {
 	w   io.Writer
 	tty bool
 	now func() time.Time
 
-	file    string    // the file on the current line (tty) or last started
+	file    string    // the file being fetched
+	started bool      // plain: its "downloading" line is out (since the start or the last retry)
 	quarter int       // plain: the last quarter printed for file
 	drawn   time.Time // tty: when the line was last drawn
 	open    bool      // tty: a line is on screen without its newline
@@ -195,10 +242,21 @@ func (d *fetchDisplay) update(p modeldir.FetchProgress) {
 	case modeldir.FetchPresent:
 		d.endLine()
 		fmt.Fprintf(d.w, "%s: present\n", p.File)
+	case modeldir.FetchStart:
+		d.endLine()
+		d.file, d.started, d.quarter = p.File, false, -1
+		if d.tty {
+			d.redraw(fmt.Sprintf("%s  connecting to %s", p.File, urlHost(p.URL)))
+		} else {
+			fmt.Fprintf(d.w, "%s: fetching %s\n", p.File, p.URL)
+		}
 	case modeldir.FetchDownload:
 		if p.File != d.file {
 			d.endLine()
-			d.file, d.quarter = p.File, -1
+			d.file, d.started, d.quarter = p.File, false, -1
+		}
+		if !d.started {
+			d.started = true
 			if !d.tty {
 				fmt.Fprintf(d.w, "%s: downloading %s\n", p.File, sizeOf(p.Total))
 				if p.Done > 0 {
@@ -212,8 +270,7 @@ func (d *fetchDisplay) update(p modeldir.FetchProgress) {
 				return // at most ten redraws a second
 			}
 			d.drawn = now
-			fmt.Fprintf(d.w, "\r\x1b[K%s  %s / %s%s", p.File, humanBytes(p.Done), sizeOf(p.Total), percent(p.Done, p.Total))
-			d.open = true
+			d.redraw(fmt.Sprintf("%s %s%s / %s%s", p.File, bytesBar(p.Done, p.Total), humanBytes(p.Done), sizeOf(p.Total), percent(p.Done, p.Total)))
 			return
 		}
 		if p.Total > 0 {
@@ -226,9 +283,19 @@ func (d *fetchDisplay) update(p modeldir.FetchProgress) {
 		}
 	case modeldir.FetchVerify:
 		if d.tty {
-			fmt.Fprintf(d.w, "\r\x1b[K%s  %s  verifying", p.File, humanBytes(p.Done))
-			d.open = true
+			d.redraw(fmt.Sprintf("%s  %s  verifying", p.File, humanBytes(p.Done)))
 		}
+	case modeldir.FetchRetry:
+		d.endLine()
+		d.started = false
+		fmt.Fprintf(d.w, "%s: attempt %d failed (%v); trying again\n", p.File, p.Attempt, p.Err)
+	case modeldir.FetchFailed:
+		if d.open { // replace the file's line: the error follows at the end
+			fmt.Fprint(d.w, "\r\x1b[K")
+			d.open = false
+		}
+		fmt.Fprintf(d.w, "%s: failed\n", p.File)
+		d.file = ""
 	case modeldir.FetchDone:
 		d.endLine()
 		check := "no checksum known"
@@ -238,6 +305,12 @@ func (d *fetchDisplay) update(p modeldir.FetchProgress) {
 		fmt.Fprintf(d.w, "%s: %s, %s\n", p.File, humanBytes(p.Done), check)
 		d.file = ""
 	}
+}
+
+// redraw replaces the terminal line with s.
+func (d *fetchDisplay) redraw(s string) {
+	fmt.Fprint(d.w, "\r\x1b[K"+s)
+	d.open = true
 }
 
 // endLine ends a line left open on a terminal.
@@ -250,6 +323,24 @@ func (d *fetchDisplay) endLine() {
 
 // finish ends the display (an interrupted download leaves its line open).
 func (d *fetchDisplay) finish() { d.endLine() }
+
+// bytesBar draws done of total as the progress bar's cells followed by a
+// space, or only the space while the total is unknown.
+func bytesBar(done, total int64) string {
+	if total <= 0 {
+		return " "
+	}
+	full := int(min(done, total) * progressBarWidth / total)
+	return "[" + strings.Repeat("#", full) + strings.Repeat(".", progressBarWidth-full) + "] "
+}
+
+// urlHost is the host of a URL, or the URL itself if it has none.
+func urlHost(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return raw
+}
 
 func sizeOf(n int64) string {
 	if n < 0 {

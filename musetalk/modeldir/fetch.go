@@ -4,19 +4,25 @@ import (
 	"context"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/avatargen/musetalk/musetalk/model/weights"
 )
 
 // DefaultEndpoint is the Hugging Face hub [Fetch] uses unless told
@@ -32,6 +38,11 @@ type FetchOptions struct {
 	// $HF_ENDPOINT, else [DefaultEndpoint]. Files published elsewhere
 	// (S3FD) come from their own URL.
 	Endpoint string
+	// S3FDURL, when set, is where S3FD's checkpoint is downloaded from
+	// instead of its official address ([DefaultS3FDURL]), which no hub
+	// mirror serves. The file is checked against its pinned sha256 and
+	// size all the same.
+	S3FDURL string
 	// Client makes the requests; nil means a plain http.Client. Fetch
 	// follows redirects itself (to read the hub's headers on the way), so
 	// the client's CheckRedirect is not used.
@@ -44,8 +55,8 @@ type FetchOptions struct {
 	// for a mirror with other URLs.
 	Files []File
 	// Attempts is how many times one file is tried when a retry can help
-	// (a dropped connection, a 5xx or 429 answer); each retry resumes where
-	// the last stopped. Default 4.
+	// (a dropped connection, a timeout, a 408, 429 or 5xx answer); each
+	// retry resumes where the last stopped. Default 4.
 	Attempts int
 	// RetryDelay is the pause before the first retry, doubled before each
 	// further one. Default 1 s.
@@ -60,6 +71,9 @@ const (
 	// FetchPresent: the file (or its safetensors form) is already there
 	// and is left alone.
 	FetchPresent FetchPhase = "present"
+	// FetchStart: the file is missing and is about to be requested from
+	// URL (Total is its pinned size, or -1).
+	FetchStart FetchPhase = "start"
 	// FetchDownload: bytes are arriving (or a download starts, Done = the
 	// bytes already in the .part file).
 	FetchDownload FetchPhase = "download"
@@ -68,6 +82,13 @@ const (
 	FetchVerify FetchPhase = "verify"
 	// FetchDone: the file is verified and in place.
 	FetchDone FetchPhase = "done"
+	// FetchRetry: attempt number Attempt failed with Err, which another
+	// attempt may fix; it follows after a pause.
+	FetchRetry FetchPhase = "retry"
+	// FetchFailed: the file was not fetched; Err says why. Files skipped
+	// because their host could not be reached are not reported (see
+	// [UnreachableError]).
+	FetchFailed FetchPhase = "failed"
 )
 
 // FetchProgress is one progress report of [Fetch].
@@ -81,6 +102,12 @@ type FetchProgress struct {
 	// or declared by the hub), "git-sha1" (a small file's git blob id, as
 	// the hub declares it), or "" when no checksum was known.
 	Verified string
+	// URL is where a FetchStart file is requested.
+	URL string
+	// Attempt is the number of the attempt that failed (FetchRetry).
+	Attempt int
+	// Err is the failure of FetchRetry and FetchFailed.
+	Err error
 }
 
 // HTTPError is an unexpected HTTP answer.
@@ -113,6 +140,30 @@ func (e *ChecksumError) Error() string {
 	return fmt.Sprintf("%s from %s: %s mismatch: want %s, got %s (the download was deleted)", e.File, e.URL, e.Algorithm, e.Want, e.Got)
 }
 
+// UnreachableError is a host [Fetch] got no answer from before it had
+// answered any request: its name does not resolve, it refuses the
+// connection, there is no route to it, its TLS certificate is not
+// accepted, or the connection failed every attempt. Fetch then tries no
+// other file from that host; Skipped lists them.
+type UnreachableError struct {
+	// Host is the host (and port, if given) of the URL, File the file
+	// whose download met the failure, Err the failure.
+	Host, File string
+	Err        error
+	// Skipped are the files from Host that were not tried afterwards.
+	Skipped []string
+}
+
+func (e *UnreachableError) Error() string {
+	s := fmt.Sprintf("fetching %s: cannot reach %s: %v", e.File, e.Host, e.Err)
+	if n := len(e.Skipped); n > 0 {
+		s += fmt.Sprintf("; not tried: the %d other file(s) from %s (%s)", n, e.Host, strings.Join(e.Skipped, ", "))
+	}
+	return s
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
 // Fetch downloads into dir every file of opts' versions that is missing
 // (in neither its official nor its safetensors form); a file present at its
 // final name was verified before it was put there, so it is skipped.
@@ -125,10 +176,19 @@ func (e *ChecksumError) Error() string {
 // small file, which is its git blob id); a mismatch deletes it and is a
 // *[ChecksumError]. Only a verified file is renamed to its final name.
 //
+// A file is tried again ([FetchOptions.Attempts]) only after a failure a
+// retry may fix: a dropped connection, a timeout, a 408, 429 or 5xx
+// answer. Other failures end the file at once: a name that does not
+// resolve, a refused connection to a host that has not answered yet, no
+// route to the host, a TLS or certificate error, any other 4xx answer, an
+// invalid URL, a local file error, a checksum mismatch. A host that could
+// not be reached at all is not asked for further files: they are skipped
+// and listed once in its *[UnreachableError].
+//
 // Fetch goes on with the other files after one fails and returns every
 // failure joined; it stops at once when ctx is done (the .part files stay
-// for a resume) and returns its cause. Two Fetches must not work on one
-// directory at the same time.
+// for a resume) and returns its cause. A .part file with no bytes is
+// removed. Two Fetches must not work on one directory at the same time.
 func Fetch(ctx context.Context, dir string, opts FetchOptions) error {
 	ft, err := newFetcher(dir, opts)
 	if err != nil {
@@ -145,10 +205,16 @@ func Fetch(ctx context.Context, dir string, opts FetchOptions) error {
 		if err := ctx.Err(); err != nil {
 			return context.Cause(ctx)
 		}
-		if err := ft.fetchFile(ctx, f); err != nil {
-			if ctx.Err() != nil {
-				return err
-			}
+		if ft.s3fdURL != "" && f.Kind == weights.KindS3FD && f.Repo == "" {
+			f.URL = ft.s3fdURL
+		}
+		err := ft.fetchFile(ctx, f)
+		var skipped *skipError
+		switch {
+		case err == nil || errors.As(err, &skipped):
+		case ctx.Err() != nil:
+			return err
+		default:
 			errs = append(errs, err)
 		}
 	}
@@ -158,10 +224,27 @@ func Fetch(ctx context.Context, dir string, opts FetchOptions) error {
 type fetcher struct {
 	dir      Dir
 	endpoint string
+	s3fdURL  string
 	client   http.Client // a copy that does not follow redirects
 	progress func(FetchProgress)
 	attempts int
 	delay    time.Duration
+	hosts    map[string]*hostState // by URL host
+}
+
+// hostState is what one Fetch has learnt about a host.
+type hostState struct {
+	answered bool              // it sent an HTTP answer
+	down     *UnreachableError // it could not be reached: ask it nothing more
+}
+
+func (ft *fetcher) host(h string) *hostState {
+	st := ft.hosts[h]
+	if st == nil {
+		st = &hostState{}
+		ft.hosts[h] = st
+	}
+	return st
 }
 
 func newFetcher(dir string, opts FetchOptions) (*fetcher, error) {
@@ -172,16 +255,22 @@ func newFetcher(dir string, opts FetchOptions) (*fetcher, error) {
 	if endpoint == "" {
 		endpoint = DefaultEndpoint
 	}
-	u, err := url.Parse(endpoint)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if _, err := httpURL(endpoint); err != nil {
 		return nil, fmt.Errorf("hub endpoint %q is not an http(s) URL", endpoint)
+	}
+	if opts.S3FDURL != "" {
+		if _, err := httpURL(opts.S3FDURL); err != nil {
+			return nil, fmt.Errorf("S3FD URL %q is not an http(s) URL", opts.S3FDURL)
+		}
 	}
 	ft := &fetcher{
 		dir:      Dir(dir),
 		endpoint: strings.TrimRight(endpoint, "/"),
+		s3fdURL:  opts.S3FDURL,
 		progress: opts.Progress,
 		attempts: opts.Attempts,
 		delay:    opts.RetryDelay,
+		hosts:    map[string]*hostState{},
 	}
 	if opts.Client != nil {
 		ft.client = *opts.Client
@@ -197,6 +286,18 @@ func newFetcher(dir string, opts FetchOptions) (*fetcher, error) {
 		ft.delay = time.Second
 	}
 	return ft, nil
+}
+
+// httpURL parses s and checks it is an absolute http(s) URL with a host.
+func httpURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%q is not an absolute http(s) URL", s)
+	}
+	return u, nil
 }
 
 // DownloadURL returns where f is downloaded from with the given hub
@@ -228,41 +329,36 @@ func (ft *fetcher) fetchFile(ctx context.Context, f File) error {
 	}
 	final := ft.dir.Path(f)
 	part := final + ".part"
-	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
-		return fmt.Errorf("fetching %s: %w", f.Path, err)
-	}
 	src := f.DownloadURL(ft.endpoint)
+	if u, err := url.Parse(src); err == nil {
+		if down := ft.host(u.Host).down; down != nil {
+			down.Skipped = append(down.Skipped, f.Path)
+			return &skipError{down}
+		}
+	}
 	exp := expected{sha256: strings.ToLower(f.SHA256), size: -1}
 	if f.Size > 0 {
 		exp.size = f.Size
 	}
-	var err error
-	delay := ft.delay
-	for attempt := 1; ; attempt++ {
-		err = ft.download(ctx, f, src, part, &exp)
-		if err == nil || ctx.Err() != nil || !retryable(err) || attempt == ft.attempts {
-			break
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-t.C:
-		}
-		delay *= 2
+	ft.progress(FetchProgress{File: f.Path, Phase: FetchStart, URL: src, Done: -1, Total: exp.size})
+	err := ft.downloadRetrying(ctx, f, src, part, &exp)
+	verified := ""
+	if err == nil {
+		verified, err = ft.verify(f, src, part, exp)
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("fetching %s: %w", f.Path, context.Cause(ctx))
+	if err == nil {
+		if err = os.Rename(part, final); err != nil {
+			err = fmt.Errorf("fetching %s: %w", f.Path, err)
+		}
 	}
 	if err != nil {
-		return fmt.Errorf("fetching %s: %w", f.Path, err)
-	}
-	verified, err := ft.verify(f, src, part, exp)
-	if err != nil {
+		if st, serr := os.Stat(part); serr == nil && st.Size() == 0 {
+			os.Remove(part) // nothing to resume
+		}
+		if ctx.Err() == nil {
+			ft.progress(FetchProgress{File: f.Path, Phase: FetchFailed, Done: -1, Total: exp.size, Err: err})
+		}
 		return err
-	}
-	if err := os.Rename(part, final); err != nil {
-		return fmt.Errorf("fetching %s: %w", f.Path, err)
 	}
 	st, err := os.Stat(final)
 	if err != nil {
@@ -272,29 +368,131 @@ func (ft *fetcher) fetchFile(ctx context.Context, f File) error {
 	return nil
 }
 
-// retryable reports whether another attempt may fix err.
-func retryable(err error) bool {
-	var he *HTTPError
-	if errors.As(err, &he) {
-		return he.Temporary()
+// downloadRetrying downloads f into part, retrying while a retry may
+// help. A host that gave no answer to any attempt, and none before, is
+// marked down and is an *UnreachableError.
+func (ft *fetcher) downloadRetrying(ctx context.Context, f File, src, part string, exp *expected) error {
+	var err error
+	delay := ft.delay
+	for attempt := 1; ; attempt++ {
+		err = ft.download(ctx, f, src, part, exp)
+		if err == nil || ctx.Err() != nil || !ft.retryable(err) || attempt == ft.attempts {
+			break
+		}
+		ft.progress(FetchProgress{File: f.Path, Phase: FetchRetry, Done: -1, Total: exp.size, Attempt: attempt, Err: err})
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		delay *= 2
 	}
-	var ce *ChecksumError
-	return !errors.As(err, &ce)
+	var skipped *skipError
+	var na *noAnswerError
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("fetching %s: %w", f.Path, context.Cause(ctx))
+	case errors.As(err, &skipped):
+		skipped.down.Skipped = append(skipped.down.Skipped, f.Path)
+		return err
+	case errors.As(err, &na) && !ft.host(na.host).answered:
+		down := &UnreachableError{Host: na.host, File: f.Path, Err: na.err}
+		ft.host(na.host).down = down
+		return down
+	}
+	return fmt.Errorf("fetching %s: %w", f.Path, err)
+}
+
+// noAnswerError is a request to host that got no HTTP answer: the name
+// did not resolve, the connection or its TLS handshake failed, or it broke
+// before the answer's header.
+type noAnswerError struct {
+	host string
+	err  error
+}
+
+func (e *noAnswerError) Error() string { return e.err.Error() }
+func (e *noAnswerError) Unwrap() error { return e.err }
+
+// skipError is a file not requested from a host that is down.
+type skipError struct{ down *UnreachableError }
+
+func (e *skipError) Error() string {
+	return fmt.Sprintf("not tried: %s could not be reached", e.down.Host)
+}
+
+// permanentError is a failure no retry can fix (an invalid URL).
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// retryable reports whether another attempt may fix err.
+func (ft *fetcher) retryable(err error) bool {
+	var (
+		he   *HTTPError
+		ce   *ChecksumError
+		pe   *fs.PathError
+		perm *permanentError
+		skip *skipError
+		na   *noAnswerError
+	)
+	switch {
+	case errors.As(err, &he):
+		return he.Temporary()
+	case errors.As(err, &ce), errors.As(err, &pe), errors.As(err, &perm), errors.As(err, &skip):
+		return false
+	case errors.As(err, &na):
+		return ft.connectRetryable(na)
+	}
+	return true // a dropped connection, a short answer, a bad resume
+}
+
+// connectRetryable reports whether a request that got no answer may get
+// one when sent again.
+func (ft *fetcher) connectRetryable(na *noAnswerError) bool {
+	var dns *net.DNSError
+	if errors.As(na.err, &dns) {
+		return !dns.IsNotFound && (dns.IsTemporary || dns.IsTimeout)
+	}
+	if tlsFailure(na.err) || errors.Is(na.err, syscall.ENETUNREACH) || errors.Is(na.err, syscall.EHOSTUNREACH) {
+		return false
+	}
+	if errors.Is(na.err, syscall.ECONNREFUSED) {
+		return ft.host(na.host).answered // a server that answered before may be restarting
+	}
+	return true
+}
+
+// tlsFailure reports whether err is a failed TLS handshake or a rejected
+// certificate, which the same request meets again.
+func tlsFailure(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		record   tls.RecordHeaderError
+		alert    tls.AlertError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) ||
+		errors.As(err, &invalid) || errors.As(err, &record) || errors.As(err, &alert) ||
+		errors.Is(err, http.ErrSchemeMismatch)
 }
 
 // download runs one attempt: it appends to part from where it ends (or
-// starts over) until the server's answer is complete.
+// starts over) until the server's answer is complete. The .part file is
+// created only once a server answers with the content.
 func (ft *fetcher) download(ctx context.Context, f File, src, part string, exp *expected) error {
-	fh, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
+	var have int64
+	if st, err := os.Stat(part); err == nil {
+		have = st.Size()
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return err
-	}
-	have := st.Size()
 	resp, hub, err := ft.get(ctx, src, have, f.Repo != "")
 	if err != nil {
 		return err
@@ -302,7 +500,6 @@ func (ft *fetcher) download(ctx context.Context, f File, src, part string, exp *
 	defer resp.Body.Close()
 	if hub.sha256 != "" || hub.gitSHA1 != "" {
 		if exp.sha256 != "" && hub.sha256 != "" && !strings.HasPrefix(hub.sha256, exp.sha256) && !strings.HasPrefix(exp.sha256, hub.sha256) {
-			fh.Close()
 			os.Remove(part)
 			return &ChecksumError{File: f.Path, URL: src, Algorithm: "sha256", Want: exp.sha256, Got: hub.sha256 + " (declared by the server)"}
 		}
@@ -316,30 +513,20 @@ func (ft *fetcher) download(ctx context.Context, f File, src, part string, exp *
 	if hub.size >= 0 && exp.size < 0 {
 		exp.size = hub.size
 	}
-	restart := func() error {
-		have = 0
-		return fh.Truncate(0)
-	}
 	switch resp.StatusCode {
 	case http.StatusOK:
-		if have > 0 { // the server ignored the Range: start over
-			if err := restart(); err != nil {
-				return err
-			}
-		}
+		have = 0 // the whole file: a server that ignored the Range starts over
 		if err := exp.offered(f, src, resp.ContentLength); err != nil {
-			fh.Close()
 			os.Remove(part)
 			return err
 		}
 	case http.StatusPartialContent:
 		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != have {
-			restart()
+			os.Remove(part)
 			return fmt.Errorf("GET %s: asked for bytes from %d, got Content-Range %q", src, have, resp.Header.Get("Content-Range"))
 		}
 		if err := exp.offered(f, src, total); err != nil {
-			fh.Close()
 			os.Remove(part)
 			return err
 		}
@@ -349,11 +536,23 @@ func (ft *fetcher) download(ctx context.Context, f File, src, part string, exp *
 			exp.size = total
 			return nil // the .part file was already complete
 		}
-		restart()
+		os.Remove(part)
 		return fmt.Errorf("GET %s: the server cannot resume at byte %d; starting over", src, have)
 	default:
 		return &HTTPError{URL: src, StatusCode: resp.StatusCode, Status: resp.Status}
 	}
+	if err := os.MkdirAll(filepath.Dir(part), 0o755); err != nil {
+		return err
+	}
+	flag := os.O_WRONLY | os.O_CREATE
+	if have == 0 {
+		flag |= os.O_TRUNC
+	}
+	fh, err := os.OpenFile(part, flag, 0o644)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
 	if _, err := fh.Seek(have, io.SeekStart); err != nil {
 		return err
 	}
@@ -373,7 +572,9 @@ func (ft *fetcher) download(ctx context.Context, f File, src, part string, exp *
 	case exp.size >= 0 && w.done < exp.size:
 		return fmt.Errorf("GET %s: the answer ended after %d of %d bytes", src, w.done, exp.size)
 	case exp.size >= 0 && w.done > exp.size:
-		restart()
+		if err := fh.Truncate(0); err != nil {
+			return err
+		}
 		return fmt.Errorf("GET %s: got %d bytes, more than the declared %d; starting over", src, w.done, exp.size)
 	}
 	return nil
@@ -409,9 +610,16 @@ func (ft *fetcher) get(ctx context.Context, src string, from int64, fromHub bool
 	info := hubInfo{size: -1}
 	target := src
 	for hop := 0; hop < 10; hop++ {
+		u, err := httpURL(target)
+		if err != nil {
+			return nil, info, &permanentError{fmt.Errorf("GET %s: %w", target, err)}
+		}
+		if down := ft.host(u.Host).down; down != nil {
+			return nil, info, &skipError{down}
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 		if err != nil {
-			return nil, info, fmt.Errorf("GET %s: %w", target, err)
+			return nil, info, &permanentError{fmt.Errorf("GET %s: %w", target, err)}
 		}
 		if from > 0 {
 			req.Header.Set("Range", "bytes="+strconv.FormatInt(from, 10)+"-")
@@ -419,8 +627,9 @@ func (ft *fetcher) get(ctx context.Context, src string, from int64, fromHub bool
 		req.Header.Set("User-Agent", "musetalk-weights-fetch/1")
 		resp, err := ft.client.Do(req)
 		if err != nil {
-			return nil, info, err
+			return nil, info, &noAnswerError{host: u.Host, err: err}
 		}
+		ft.host(u.Host).answered = true
 		if fromHub {
 			if d := etagDigest(resp.Header.Get("X-Linked-Etag")); len(d) == 64 && info.sha256 == "" {
 				info.sha256 = d
@@ -446,7 +655,7 @@ func (ft *fetcher) get(ctx context.Context, src string, from int64, fromHub bool
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
 		if err != nil {
-			return nil, info, fmt.Errorf("GET %s: %s without a usable Location: %w", target, resp.Status, err)
+			return nil, info, &permanentError{fmt.Errorf("GET %s: %s without a usable Location: %w", target, resp.Status, err)}
 		}
 		target = loc.String()
 	}

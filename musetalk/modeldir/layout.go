@@ -71,13 +71,17 @@ const (
 	repoWhisper  = "openai/whisper-tiny"
 	repoBiSeNet  = "ManyOtherFunctions/face-parse-bisent"
 	s3fdName     = "s3fd-619a316812.pth"
-	s3fdURL      = "https://www.adrianbulat.com/downloads/python-fan/" + s3fdName
 	// s3fdSHA256 and s3fdSize are the published checkpoint's digest and
 	// size, as several independent projects record them; the digest starts
 	// with the 619a316812 of the file's name (PyTorch hub's convention).
 	s3fdSHA256 = "619a31681264d3f7f7fc7a16a42cbbe8b23f31a256f75a366e5a1bcd59b33543"
 	s3fdSize   = 89843225
 )
+
+// DefaultS3FDURL is the official address of S3FD's checkpoint, which is
+// published outside the Hugging Face hub ([FetchOptions.S3FDURL] replaces
+// it).
+const DefaultS3FDURL = "https://www.adrianbulat.com/downloads/python-fan/" + s3fdName
 
 // Files returns the files the given versions need, shared files first, in a
 // stable order and without duplicates. No versions means [V15].
@@ -91,7 +95,7 @@ func Files(versions ...string) ([]File, error) {
 		{Path: "whisper/config.json", Kind: weights.KindWhisper, Repo: repoWhisper, RepoPath: "config.json"},
 		{Path: "whisper/preprocessor_config.json", Kind: weights.KindWhisper, Repo: repoWhisper, RepoPath: "preprocessor_config.json"},
 		{Path: "whisper/pytorch_model.bin", Kind: weights.KindWhisper, Weights: true, Repo: repoWhisper, RepoPath: "pytorch_model.bin"},
-		{Path: "s3fd/" + s3fdName, Kind: weights.KindS3FD, Weights: true, URL: s3fdURL, SHA256: s3fdSHA256, Size: s3fdSize},
+		{Path: "s3fd/" + s3fdName, Kind: weights.KindS3FD, Weights: true, URL: DefaultS3FDURL, SHA256: s3fdSHA256, Size: s3fdSize},
 		{Path: "face-parse-bisent/79999_iter.pth", Kind: weights.KindBiSeNet, Weights: true, Repo: repoBiSeNet, RepoPath: "79999_iter.pth"},
 	}
 	seen := map[string]bool{}
