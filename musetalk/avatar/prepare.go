@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -46,6 +47,9 @@ type Networks struct {
 	// EncodeBatch is the number of frames per VAE encoder call (two
 	// images each); 0 means DefaultEncodeBatch.
 	EncodeBatch int
+	// Logger receives the face boxes preparation uses (see [Prepare]);
+	// nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // DefaultEncodeBatch is the default Networks.EncodeBatch.
@@ -81,6 +85,14 @@ func latentShape(cfg weights.VAEConfig) []int {
 // prepared so far and the expected total (the probe's frame count, raised
 // to done when the probe undercounted) after every frame.
 //
+// The face box is logged at Info: the first frame's with a face, the box
+// used (after bbox_shift or the extra margin) and its source, the detector
+// or Options.FaceBox; for a video (or an avatar without a face) a summary
+// follows (frames, frames with a face, the boxes' extent). A detected box
+// that touches the frame's edge is more often a helmet, a collar or the
+// picture's border than a face: a Warn says how many frames had one and
+// suggests giving the face box. Every frame's box is logged at Debug.
+//
 // Cancelling ctx stops preparation within one frame or encoder batch. On
 // any error dir is removed if Prepare created it, or emptied of the files
 // it wrote. Bad options wrap ErrInvalidOptions; an unreadable avatar file
@@ -101,7 +113,8 @@ func prepare(ctx context.Context, key, avatarPath, dir string, opt Options, nets
 	if err != nil {
 		return nil, err
 	}
-	p := &preparer{ctx: ctx, n: n, nets: nets, dir: dir, progress: progress}
+	p := &preparer{ctx: ctx, n: n, nets: nets, dir: dir, progress: progress,
+		boxes: boxLog{log: cmp.Or(nets.Logger, slog.Default()), avatar: filepath.Base(avatarPath), key: key}}
 	defer func() {
 		if err != nil {
 			p.abort(created)
@@ -185,6 +198,7 @@ type preparer struct {
 	batch       []int     // indices of frames waiting for the encoder
 	inputs      []float32 // their VAE inputs: masked, then reference crop
 	done, total int
+	boxes       boxLog
 }
 
 // start checks the decoded stream against the options and opens the
@@ -262,6 +276,7 @@ func (p *preparer) addFrame(f *media.Frame) error {
 			fr = Frame{HasFace: s > 0, Face: face, Crop: crop}
 		}
 	}
+	p.boxes.frame(i, fr, det, found, p.n.FaceBox != nil, f.W, f.H)
 	if !fr.HasFace {
 		p.a.Frames = append(p.a.Frames, Frame{})
 		p.frameDone()
@@ -382,6 +397,7 @@ func (p *preparer) finish() error {
 	if err := writeManifest(filepath.Join(p.dir, manifestFile), m); err != nil {
 		return err
 	}
+	p.boxes.summary(nf)
 	p.latents.Close()
 	p.masks.Close()
 	p.latents, p.masks = nil, nil
@@ -433,4 +449,84 @@ func describe(m *media.Image8) string {
 		return "no map"
 	}
 	return fmt.Sprintf("a %dx%dx%d map", m.W, m.H, m.C)
+}
+
+// boxLog logs the face boxes of one preparation: every frame's at Debug,
+// the first face's at Info, and at the end a summary and a warning for
+// detected boxes that touch the frame's edge.
+type boxLog struct {
+	log         *slog.Logger
+	avatar, key string
+
+	source    string    // "detector" or "face-box"
+	faces     int       // frames with a face
+	extent    media.Box // the union of the face boxes used
+	edge      int       // frames whose detected face box touches the edge
+	firstEdge int       // the first of them
+	edgeBox   media.Box // its detected box
+}
+
+// attrs starts a record's attributes with the avatar's name and key.
+func (l *boxLog) attrs(more ...any) []any {
+	a := []any{"avatar", l.avatar}
+	if l.key != "" {
+		a = append(a, "key", l.key)
+	}
+	return append(a, more...)
+}
+
+// frame records frame i of a w×h avatar: fr as prepared, det the detected
+// (found) or fixed box it came from.
+func (l *boxLog) frame(i int, fr Frame, det media.Box, found, fixed bool, w, h int) {
+	l.source = "detector"
+	if fixed {
+		l.source = "face-box"
+	}
+	if !fr.HasFace {
+		l.log.Debug("avatar: no face", l.attrs("frame", i, "detected", found)...)
+		return
+	}
+	touches := !fixed && (det[0] <= 0 || det[1] <= 0 || det[2] >= w || det[3] >= h)
+	if touches {
+		if l.edge == 0 {
+			l.firstEdge, l.edgeBox = i, det
+		}
+		l.edge++
+	}
+	if l.faces == 0 {
+		l.extent = fr.Face
+	} else {
+		l.extent = media.Box{min(l.extent[0], fr.Face[0]), min(l.extent[1], fr.Face[1]),
+			max(l.extent[2], fr.Face[2]), max(l.extent[3], fr.Face[3])}
+	}
+	l.faces++
+	a := l.attrs("frame", i, "box", fr.Face, "source", l.source)
+	if !fixed && det != fr.Face {
+		a = append(a, "detected", det)
+	}
+	if l.faces == 1 {
+		l.log.Info("avatar: face box", a...)
+	} else {
+		l.log.Debug("avatar: face box", a...)
+	}
+}
+
+// summary logs, after the last of n frames, the video's boxes and the
+// warning about boxes at the edge.
+func (l *boxLog) summary(n int) {
+	if n > 1 || l.faces == 0 {
+		a := l.attrs("frames", n, "with_face", l.faces, "source", l.source)
+		if l.faces > 0 {
+			a = append(a, "extent", l.extent)
+		}
+		if l.source == "detector" {
+			a = append(a, "at_edge", l.edge)
+		}
+		l.log.Info("avatar: face boxes", a...)
+	}
+	if l.edge > 0 {
+		l.log.Warn("avatar: the detected face box touches the frame's edge",
+			l.attrs("frames", l.edge, "of", n, "first_frame", l.firstEdge, "detected", l.edgeBox,
+				"hint", "likely not a face (a helmet, a collar, the picture's border); check the output, or give the face box with --face-box x1,y1,x2,y2")...)
+	}
 }

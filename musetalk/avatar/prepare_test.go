@@ -3,12 +3,16 @@ package avatar
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/avatargen/musetalk/media"
@@ -326,4 +330,147 @@ func TestPrepareBlankFrameHasNoFace(t *testing.T) {
 	if n := nets.Parser.(*fakeParser).calls.Load(); n != 0 {
 		t.Errorf("the parser ran %d times on a black frame", n)
 	}
+}
+
+// logRecords returns a JSON slog logger at level and a function parsing
+// what it wrote, one map per record.
+func logRecords(t *testing.T, level slog.Level) (*slog.Logger, func() []map[string]any) {
+	t.Helper()
+	var buf bytes.Buffer
+	l := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: level}))
+	return l, func() []map[string]any {
+		var out []map[string]any
+		dec := json.NewDecoder(bytes.NewReader(buf.Bytes()))
+		for dec.More() {
+			var r map[string]any
+			if err := dec.Decode(&r); err != nil {
+				t.Fatalf("log output %q: %v", buf.String(), err)
+			}
+			out = append(out, r)
+		}
+		return out
+	}
+}
+
+// checkRecord fails unless r has level and msg and every attribute of
+// want (boxes as "[x1 y1 x2 y2]", numbers as in fmt's %v of float64).
+func checkRecord(t *testing.T, r map[string]any, level, msg string, want map[string]string) {
+	t.Helper()
+	if r["level"] != level || r["msg"] != msg {
+		t.Errorf("record %v: want %s %q", r, level, msg)
+		return
+	}
+	for k, v := range want {
+		got, ok := r[k]
+		switch {
+		case v == "" && ok:
+			t.Errorf("record %q has %s=%v, want none", msg, k, got)
+		case v != "" && fmt.Sprint(got) != v:
+			t.Errorf("record %q: %s=%v, want %s", msg, k, got, v)
+		}
+	}
+}
+
+// TestPrepareLogsFaceBoxes: preparation logs the face box it uses and its
+// source at Info, once per avatar, a summary for a video, and a warning
+// when a detected box touches the frame's edge (never for a given box).
+func TestPrepareLogsFaceBoxes(t *testing.T) {
+	still, video := fixture(t, "still.png"), fixture(t, "video.mp4")
+	ctx := context.Background()
+
+	t.Run("still with face box", func(t *testing.T) {
+		for _, box := range []media.Box{testFaceBox, {0, 100, 150, 300}} { // the second touches the edge
+			nets := testNets(t)
+			log, records := logRecords(t, slog.LevelInfo)
+			nets.Logger = log
+			opt := DefaultOptions()
+			opt.FaceBox = &box
+			a, err := Prepare(ctx, still, filepath.Join(t.TempDir(), "e"), opt, nets, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Close()
+			rs := records()
+			if len(rs) != 1 {
+				t.Fatalf("face box %v: records %v, want one", box, rs)
+			}
+			used := box
+			used[3] += DefaultExtraMargin
+			checkRecord(t, rs[0], "INFO", "avatar: face box", map[string]string{
+				"avatar": "still.png", "frame": "0", "box": fmt.Sprint(used), "source": "face-box", "detected": "", "key": "",
+			})
+		}
+	})
+
+	t.Run("still with detector at the edge", func(t *testing.T) {
+		nets := testNets(t)
+		log, records := logRecords(t, slog.LevelInfo)
+		nets.Logger = log
+		// An S3FD box overshooting the frame, as random tiny weights give
+		// on the astronaut's helmet.
+		nets.Detector = &fakeDetector{box: media.Box{401, 207, 687, 817}}
+		a, err := Prepare(ctx, still, filepath.Join(t.TempDir(), "e"), DefaultOptions(), nets, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Close()
+		rs := records()
+		if len(rs) != 2 {
+			t.Fatalf("records %v, want the box and a warning", rs)
+		}
+		checkRecord(t, rs[0], "INFO", "avatar: face box", map[string]string{
+			"frame": "0", "box": "[401 207 512 512]", "source": "detector", "detected": "[401 207 687 817]",
+		})
+		checkRecord(t, rs[1], "WARN", "avatar: the detected face box touches the frame's edge", map[string]string{
+			"avatar": "still.png", "frames": "1", "of": "1", "first_frame": "0", "detected": "[401 207 687 817]",
+		})
+		if h, _ := rs[1]["hint"].(string); !strings.Contains(h, "--face-box") {
+			t.Errorf("the warning's hint %q does not suggest --face-box", h)
+		}
+	})
+
+	t.Run("video with detector", func(t *testing.T) {
+		for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+			nets := testNets(t)
+			log, records := logRecords(t, level)
+			nets.Logger = log
+			nets.Detector = &fakeDetector{
+				box:    media.Box{170, 50, 280, 190},
+				noFace: map[int]bool{1: true},
+				boxes:  map[int]media.Box{3: {0, 40, 120, 200}, 4: {380, 300, 512, 512}},
+			}
+			// Under a key, as the cache prepares.
+			a, err := prepare(ctx, "k1", video, filepath.Join(t.TempDir(), "e"), Options{Version: "v1"}, nets, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Close()
+			rs := records()
+			var info []map[string]any
+			debug := 0
+			for _, r := range rs {
+				if r["level"] == "DEBUG" {
+					debug++
+				} else {
+					info = append(info, r)
+				}
+			}
+			if len(info) != 3 {
+				t.Fatalf("%v: records above debug %v, want the first box, a summary and a warning", level, info)
+			}
+			checkRecord(t, info[0], "INFO", "avatar: face box", map[string]string{
+				"avatar": "video.mp4", "key": "k1", "frame": "0", "box": "[170 50 280 190]", "source": "detector", "detected": "",
+			})
+			checkRecord(t, info[1], "INFO", "avatar: face boxes", map[string]string{
+				"frames": "6", "with_face": "5", "source": "detector", "extent": "[0 40 512 512]", "at_edge": "2",
+			})
+			checkRecord(t, info[2], "WARN", "avatar: the detected face box touches the frame's edge", map[string]string{
+				"frames": "2", "of": "6", "first_frame": "3", "detected": "[0 40 120 200]",
+			})
+			// At debug every frame is there: five boxes, one frame without a face.
+			if want := map[slog.Level]int{slog.LevelInfo: 0, slog.LevelDebug: 5}[level]; debug != want {
+				t.Errorf("%v: %d debug records, want %d", level, debug, want)
+			}
+		}
+	})
 }

@@ -130,6 +130,10 @@ type tinyNet struct {
 // BiSeNet's classifiers g = 1) and g = 1 otherwise; biases 0.1·N(0,1);
 // norm scales 1 + 0.2·N(0,1) (S3FD's L2Norm scales 10, 8 and 5 times
 // that); BatchNorm running means 0.1·N(0,1) and variances exp(0.3·N(0,1)).
+// One exception makes a render with these weights visible: BiSeNet's
+// classifier gets a large bias towards skin (see biasTinyParser), so the
+// blend mask is the face box's lower half and the mouth region shows the
+// tiny networks' output. The random S3FD's box is arbitrary.
 func WriteTiny(dir string, seed uint64) error {
 	return writeRandom(dir, seed, "tiny", map[string]any{
 		"musetalk/musetalk.json":           tinyUNetJSON(),
@@ -369,7 +373,46 @@ func tinyTensor(f File, s model.TensorSpec, seed uint64) []float32 {
 		}
 		fill(0, std)
 	}
+	if f.Kind == weights.KindBiSeNet {
+		biasTinyParser(name, out)
+	}
 	return out
+}
+
+// The random BiSeNet's logits reach a few hundred (with seed 7: about ±200
+// on photos, up to ±500 on saturated stripes), spread over every class,
+// and skin (class 1), which MuseTalk's blend masks are made of, rarely
+// wins: without a bias the mask is nearly empty and a render leaves every
+// frame as it was. tinyParserSkinLogit is
+// the bias biasTinyParser gives the skin logit, far above that spread, so
+// the tiny parser labels every pixel of an ordinary picture as skin. The
+// blend mask is then what MuseTalk cuts it to, the face box's part below
+// the middle of the crop: the mouth region is regenerated, the rest of the
+// frame is not. An F16 value, exactly.
+const tinyParserSkinLogit = 2048
+
+// tinyParserSkinClass is CelebAMask-HQ's skin class, which both parsing
+// modes (raw and jaw) put in the mask.
+const tinyParserSkinClass = 1
+
+// biasTinyParser turns channel 0 of BiSeNet's main head (conv_out.conv,
+// ConvBNReLU) into the constant 1 (BatchNorm scale 0, shift 1) and makes
+// the classifier's weights from that channel a bias: tinyParserSkinLogit
+// for skin, 0 for the other classes (the classifier has no bias of its
+// own). Other tensors are left as drawn.
+func biasTinyParser(name string, out []float32) {
+	switch name {
+	case "conv_out.conv.bn.weight":
+		out[0] = 0
+	case "conv_out.conv.bn.bias":
+		out[0] = 1
+	case "conv_out.conv_out.weight": // [19, mid, 1, 1]
+		mid := len(out) / model.BiSeNetClasses
+		for k := range model.BiSeNetClasses {
+			out[k*mid] = 0
+		}
+		out[tinyParserSkinClass*mid] = tinyParserSkinLogit
+	}
 }
 
 // isClassifier reports whether a BiSeNet weight is one of the three final

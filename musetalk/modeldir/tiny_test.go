@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"image/color"
+	"image/png"
 	"io/fs"
 	"math"
 	"math/rand/v2"
@@ -15,8 +18,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/avatargen/musetalk/internal/goldendir"
 	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/kernels/cpu"
+	"github.com/avatargen/musetalk/media"
+	"github.com/avatargen/musetalk/musetalk/avatar"
+	"github.com/avatargen/musetalk/musetalk/face"
 	"github.com/avatargen/musetalk/musetalk/model"
 	"github.com/avatargen/musetalk/musetalk/model/weights"
 )
@@ -547,4 +554,167 @@ func TestFullSizeConfigs(t *testing.T) {
 	if w != weights.DefaultWhisperConfig() {
 		t.Errorf("full-size Whisper config %+v, want whisper-tiny's %+v", w, weights.DefaultWhisperConfig())
 	}
+}
+
+// TestTinyParserMasksTheLowerFace runs the tiny BiSeNet as preparation
+// does (the face crop through face.Parser, the class map through MuseTalk's
+// raw and jaw masks and the blend mask's cut to the face box's lower half)
+// on the astronaut photo, where the shared media have it, and on a drawn
+// face: the mask must cover the mouth region (else a tiny render leaves
+// every frame unchanged) and nothing above the crop's middle or outside
+// the face box.
+func TestTinyParserMasksTheLowerFace(t *testing.T) {
+	d := sharedTiny(t)
+	b := newBackend(t)
+	m, err := d.Load(context.Background(), b, V15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	parser := face.NewParser(m.BiSeNet, b)
+
+	type picture struct {
+		name string
+		rgb  *media.Image8
+		face media.Box // the face box, v1.5's extra margin included
+	}
+	pics := []picture{{"drawn", drawnFace(), media.Box{176, 120, 336, 330}}}
+	if rgb := astronautRGB(t); rgb != nil {
+		// e2e's --face-box, plus the default 10 px margin.
+		pics = append(pics, picture{"astronaut", rgb, media.Box{168, 64, 280, 194}})
+	}
+	for _, pic := range pics {
+		crop, _ := media.CropBox(pic.face, 1.5)
+		classes, err := parser.Parse(context.Background(), pic.rgb.Crop(crop[0], crop[1], crop[2], crop[3]), face.ParseSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		skin := 0
+		for _, c := range classes.Pix {
+			if c == 1 {
+				skin++
+			}
+		}
+		t.Logf("%s: %.1f%% of the parse is skin", pic.name, 100*float64(skin)/float64(len(classes.Pix)))
+		for _, mode := range []struct {
+			name string
+			mode media.ParsingMode
+		}{{"raw", media.ParsingRaw}, {"jaw", media.ParsingJaw}} {
+			pm, _ := media.ParsingMask(classes, mode.mode, avatar.DefaultCheekWidth, avatar.DefaultCheekWidth)
+			// MuseTalk's realtime mask: rows from the crop's middle on,
+			// blurred with a kernel of 0.1 of the crop's side.
+			mask := media.BlendMask(pm, pic.face, crop, 0.5, 0.1)
+			checkLowerFaceMask(t, fmt.Sprintf("%s, %s mask", pic.name, mode.name), mask, pic.face, crop)
+		}
+	}
+}
+
+// checkLowerFaceMask checks a crop-sized blend mask: on average at least
+// half opaque over the face box's part below the crop's middle (the mouth
+// region), fully opaque at the mouth, and zero above the crop's middle and
+// outside the face box beyond the blur's reach.
+func checkLowerFaceMask(t *testing.T, what string, mask *media.Image8, faceBox, crop media.Box) {
+	t.Helper()
+	k := media.BlurKSize(mask.W, 0.1)
+	mid := mask.H / 2
+	var lower, lowerN, opaque, leaks int
+	for y := range mask.H {
+		for x := range mask.W {
+			v := int(mask.Pix[y*mask.W+x])
+			fx, fy := x+crop[0], y+crop[1]
+			inFace := fx >= faceBox[0] && fx < faceBox[2] && fy >= faceBox[1] && fy < faceBox[3]
+			if inFace && y >= mid {
+				lower += v
+				lowerN++
+			}
+			if v == 255 {
+				opaque++
+			}
+			near := fx >= faceBox[0]-k && fx < faceBox[2]+k && fy < faceBox[3]+k && y >= mid-k
+			if v != 0 && !near {
+				leaks++
+			}
+		}
+	}
+	mean := float64(lower) / float64(max(lowerN, 1)) / 255
+	// The mouth: the face box's centre column, three quarters down.
+	mx, my := (faceBox[0]+faceBox[2])/2-crop[0], faceBox[1]+3*(faceBox[3]-faceBox[1])/4-crop[1]
+	t.Logf("%s: %.2f opaque on average in the face box's lower half, %.1f%% of the crop fully opaque",
+		what, mean, 100*float64(opaque)/float64(len(mask.Pix)))
+	if mean < 0.5 {
+		t.Errorf("%s: the face box's lower half is %.2f opaque on average, want at least 0.5: a tiny render would not show the generated mouth", what, mean)
+	}
+	if v := mask.Pix[my*mask.W+mx]; v != 255 {
+		t.Errorf("%s: the mask is %d at the mouth (%d,%d of the crop), want 255", what, v, mx, my)
+	}
+	if leaks > 0 {
+		t.Errorf("%s: %d pixels above the crop's middle or outside the face box are in the mask", what, leaks)
+	}
+	if opaque > len(mask.Pix)/2 {
+		t.Errorf("%s: %d of %d pixels fully opaque: the mask is not confined to the lower face", what, opaque, len(mask.Pix))
+	}
+}
+
+// astronautRGB reads the shared astronaut photo (512×512), or returns nil
+// where the shared media are absent.
+func astronautRGB(t *testing.T) *media.Image8 {
+	t.Helper()
+	golden, err := goldendir.Dir()
+	if err != nil {
+		t.Logf("no shared media: %v", err)
+		return nil
+	}
+	f, err := os.Open(filepath.Join(filepath.Dir(golden), "media", "astronaut.png"))
+	if err != nil {
+		t.Logf("no astronaut photo: %v", err)
+		return nil
+	}
+	defer f.Close()
+	im, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("decoding the astronaut photo: %v", err)
+	}
+	r := im.Bounds()
+	out := media.NewImage8(r.Dx(), r.Dy(), 3)
+	for y := range r.Dy() {
+		for x := range r.Dx() {
+			c := color.RGBAModel.Convert(im.At(r.Min.X+x, r.Min.Y+y)).(color.RGBA)
+			copy(out.Pix[(y*out.W+x)*3:], []uint8{c.R, c.G, c.B})
+		}
+	}
+	return out
+}
+
+// drawnFace is a 512×512 RGB cartoon face: a skin-coloured ellipse
+// (centre 256,224, radii 80×100) with hair, eyes and a red mouth, on a
+// blue-grey wall above a dark shirt.
+func drawnFace() *media.Image8 {
+	im := media.NewImage8(512, 512, 3)
+	in := func(x, y int, cx, cy, rx, ry float64) bool {
+		dx, dy := (float64(x)-cx)/rx, (float64(y)-cy)/ry
+		return dx*dx+dy*dy <= 1
+	}
+	for y := range 512 {
+		for x := range 512 {
+			c := [3]uint8{120, 135, 150} // wall
+			switch {
+			case in(x, y, 256, 224, 80, 100):
+				c = [3]uint8{224, 172, 140} // skin
+				switch {
+				case y < 160:
+					c = [3]uint8{90, 60, 30} // hair
+				case in(x, y, 226, 205, 12, 6) || in(x, y, 286, 205, 12, 6):
+					c = [3]uint8{40, 30, 30} // eyes
+				case in(x, y, 256, 280, 28, 9):
+					c = [3]uint8{180, 60, 70} // mouth
+				}
+			case y > 340 && math.Abs(float64(x)-256) < 40:
+				c = [3]uint8{210, 160, 130} // neck
+			case y > 390:
+				c = [3]uint8{40, 45, 60} // shirt
+			}
+			copy(im.Pix[(y*512+x)*3:], c[:])
+		}
+	}
+	return im
 }
