@@ -29,6 +29,7 @@ import (
 	"github.com/avatargen/musetalk/protocol"
 	"github.com/avatargen/musetalk/telemetry"
 	"github.com/avatargen/musetalk/worker"
+	"github.com/avatargen/musetalk/worker/preview"
 )
 
 // The embedded worker's registry entry.
@@ -161,6 +162,11 @@ func runUp(c *cli.Context) error {
 	}
 	if c.Duration("poll-interval") <= 0 {
 		return errors.New("--poll-interval: must be positive")
+	}
+	for _, name := range c.StringSlice("engine") {
+		if name != musetalk.EngineName && name != preview.Name {
+			return fmt.Errorf("--engine %q: unknown engine (available: %s, %s)", name, musetalk.EngineName, preview.Name)
+		}
 	}
 	// Before anything else: a download of the weights may take long.
 	if err := upEnsureWeights(c); err != nil {

@@ -307,6 +307,10 @@ func TestUpRejectsBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"--engine", "sora"}, "sora"},
+		// An unknown engine beside musetalk is refused before a download
+		// of the weights (the empty dir and a hub nobody answers would
+		// otherwise make the error a fetch failure).
+		{[]string{"--engine", "musetalk,sora", "--weights", t.TempDir(), "--endpoint", "http://hub.invalid"}, "unknown engine"},
 		{[]string{"--engine", "preview", "--poll-interval", "0s"}, "--poll-interval"},
 		{[]string{"--engine", "preview", "--addr", "127.0.0.1:99999"}, "listening on 127.0.0.1:99999"},
 		// The default engine without weights and told not to fetch them:
