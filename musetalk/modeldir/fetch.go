@@ -1,6 +1,7 @@
 package modeldir
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -61,6 +62,10 @@ type FetchOptions struct {
 	// RetryDelay is the pause before the first retry, doubled before each
 	// further one. Default 1 s.
 	RetryDelay time.Duration
+	// StallTimeout ends an attempt that receives nothing for this long
+	// (no answer, or a body that stops flowing); the next attempt resumes.
+	// Default 60 s.
+	StallTimeout time.Duration
 }
 
 // FetchPhase says where a file is in [Fetch].
@@ -229,6 +234,7 @@ type fetcher struct {
 	progress func(FetchProgress)
 	attempts int
 	delay    time.Duration
+	stall    time.Duration
 	hosts    map[string]*hostState // by URL host
 }
 
@@ -270,6 +276,7 @@ func newFetcher(dir string, opts FetchOptions) (*fetcher, error) {
 		progress: opts.Progress,
 		attempts: opts.Attempts,
 		delay:    opts.RetryDelay,
+		stall:    cmp.Or(opts.StallTimeout, 60*time.Second),
 		hosts:    map[string]*hostState{},
 	}
 	if opts.Client != nil {
@@ -406,6 +413,14 @@ func (ft *fetcher) downloadRetrying(ctx context.Context, f File, src, part strin
 	return fmt.Errorf("fetching %s: %w", f.Path, err)
 }
 
+// errStalled ends an attempt that received nothing for the stall timeout;
+// another attempt may do better.
+var errStalled = errors.New("the connection stalled")
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
+
 // noAnswerError is a request to host that got no HTTP answer: the name
 // did not resolve, the connection or its TLS handshake failed, or it broke
 // before the answer's header.
@@ -486,7 +501,19 @@ func tlsFailure(err error) bool {
 // download runs one attempt: it appends to part from where it ends (or
 // starts over) until the server's answer is complete. The .part file is
 // created only once a server answers with the content.
-func (ft *fetcher) download(ctx context.Context, f File, src, part string, exp *expected) error {
+func (ft *fetcher) download(ctx context.Context, f File, src, part string, exp *expected) (err error) {
+	// A connection that stops delivering would hang the download forever:
+	// every byte received pushes the stall deadline back.
+	parent := ctx
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	stall := time.AfterFunc(ft.stall, func() { cancel(errStalled) })
+	defer stall.Stop()
+	defer func() {
+		if err != nil && parent.Err() == nil && context.Cause(ctx) == errStalled {
+			err = fmt.Errorf("GET %s: nothing received for %s: %w", src, ft.stall, errStalled)
+		}
+	}()
 	var have int64
 	if st, err := os.Stat(part); err == nil {
 		have = st.Size()
@@ -560,7 +587,14 @@ func (ft *fetcher) download(ctx context.Context, f File, src, part string, exp *
 	w := &progressWriter{w: fh, done: have, report: func(done int64) {
 		ft.progress(FetchProgress{File: f.Path, Phase: FetchDownload, Done: done, Total: exp.size})
 	}}
-	_, copyErr := io.CopyBuffer(w, resp.Body, make([]byte, 256<<10))
+	body := readerFunc(func(b []byte) (int, error) {
+		n, err := resp.Body.Read(b)
+		if n > 0 {
+			stall.Reset(ft.stall)
+		}
+		return n, err
+	})
+	_, copyErr := io.CopyBuffer(w, body, make([]byte, 256<<10))
 	w.flush()
 	if err := fh.Sync(); copyErr == nil {
 		copyErr = err

@@ -491,3 +491,52 @@ func TestParseContentRange(t *testing.T) {
 		t.Error("etagDigest")
 	}
 }
+
+// TestFetchResumesAfterStalledConnection: a CDN that sends half the file
+// and then nothing, holding the connection open, would hang the download
+// forever; the stall timeout ends the attempt and the next one resumes.
+func TestFetchResumesAfterStalledConnection(t *testing.T) {
+	hub := newFakeHub(t)
+	big := randomBytes(2<<20, 3)
+	hub.lfs["big.bin"] = big
+	release := make(chan struct{})
+	defer close(release)
+	var stalled bool
+	hub.cdn = func(w http.ResponseWriter, r *http.Request, c []byte) bool {
+		if stalled {
+			return false
+		}
+		stalled = true
+		w.Header().Set("Content-Length", fmt.Sprint(len(c)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(c[:len(c)/2])
+		w.(http.Flusher).Flush()
+		select { // silence, with the connection open
+		case <-release:
+		case <-r.Context().Done():
+		}
+		return true
+	}
+	dir := t.TempDir()
+	opts := hub.opts(hubFile("big.bin", "big.bin", true))
+	opts.StallTimeout = 300 * time.Millisecond
+	var retries []error
+	opts.Progress = func(p FetchProgress) {
+		if p.Phase == FetchRetry {
+			retries = append(retries, p.Err)
+		}
+	}
+	if err := Fetch(context.Background(), dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(dir, "big.bin")); !bytes.Equal(got, big) {
+		t.Fatal("content differs after the resume")
+	}
+	if len(retries) != 1 || !strings.Contains(retries[0].Error(), "nothing received for 300ms") {
+		t.Fatalf("retries %v; want one, after the stall", retries)
+	}
+	ranges := hub.rangesFor("/cdn/big.bin")
+	if len(ranges) != 2 || ranges[1] == "" || ranges[1] == "bytes=0-" {
+		t.Fatalf("CDN requests' ranges: %q; want a full request, then a resume", ranges)
+	}
+}
