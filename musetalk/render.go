@@ -168,7 +168,7 @@ func (r *Renderer) render(ctx context.Context, req Request, progress func(protoc
 	progress(protocol.Progress{Stage: StagePrepare})
 	prepDone := 0
 	av, cached, err := r.cache.Get(ctx, key, req.AvatarPath, pl.opt, avatar.Networks{
-		Backend: r.backend, VAE: nets.m.VAE, Detector: nets.detector, Parser: nets.parser, FFmpeg: &r.opts.FFmpeg,
+		Backend: r.backend, VAE: nets.m.VAE, Detector: nets.detector, Parser: nets.parser, FFmpeg: &r.opts.FFmpeg, Logger: r.log,
 	}, func(done, total int) {
 		if done > prepDone {
 			prepDone = done
