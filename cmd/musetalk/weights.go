@@ -377,8 +377,11 @@ func weightsTinyCommand() *cli.Command {
 		Description: `Writes a complete weight directory in the official layout with seeded
 random weights: tiny UNets for v15 and v1, a tiny VAE (256×256 crops still
 give 32×32 latents) and Whisper encoder (30 s windows still work), and
-full-structure S3FD and BiSeNet. Everything runs fast; the output is noise.
-The same seed writes the same files.`,
+full-structure S3FD and BiSeNet. Everything runs fast. A render with them
+replaces the lower half of the face box with the random networks' noise
+and leaves the rest of the frame as it was. The random S3FD's box is
+arbitrary (preparation warns when it touches the frame's edge): give
+--face-box x1,y1,x2,y2. The same seed writes the same files.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Usage: "the directory to write (created if needed)", Required: true},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the random weights"},
