@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/avatargen/musetalk/internal/goldendir"
+	"github.com/avatargen/musetalk/internal/testenv"
 	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/protocol"
 )
@@ -35,11 +36,11 @@ func testMedia(t *testing.T, name string) string {
 	t.Helper()
 	golden, err := goldendir.Dir()
 	if err != nil {
-		skipOrFail(t, "%v", err)
+		testenv.Missing(t, "%v", err)
 	}
 	p := filepath.Join(filepath.Dir(golden), "media", name)
 	if _, err := os.Stat(p); err != nil {
-		skipOrFail(t, "test media %s unavailable: %v", name, err)
+		testenv.Missing(t, "test media %s unavailable: %v", name, err)
 	}
 	return p
 }
@@ -49,20 +50,9 @@ func needTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			skipOrFail(t, "%s not installed", tool)
+			testenv.Missing(t, "%s not installed", tool)
 		}
 	}
-}
-
-// skipOrFail skips the test on a developer's machine and fails it in CI
-// (CI set), where .ci/run installs every tool and the shared media exist:
-// no scenario may silently skip there.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
 }
 
 // runTool runs a command to completion and fails the test on error.

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/avatargen/musetalk/internal/testenv"
 )
 
 // Test fixtures, generated with ffmpeg on first use (so that tests not
@@ -117,11 +119,11 @@ func fixture(t *testing.T, name string) string {
 		t.Fatalf("generating fixtures: %v", fixErr)
 	}
 	if fixtures == nil {
-		t.Skip("ffmpeg not installed (Debian package ffmpeg)")
+		testenv.Missing(t, "ffmpeg not installed (Debian package ffmpeg)")
 	}
 	p, ok := fixtures[name]
 	if !ok {
-		t.Skipf("fixture %s unavailable", name)
+		testenv.Missing(t, "fixture %s unavailable", name)
 	}
 	return p
 }
@@ -157,7 +159,7 @@ func TestProbeVideo(t *testing.T) {
 func TestProbeStill(t *testing.T) {
 	fixture(t, "dir")
 	if _, err := os.Stat(astronaut); err != nil {
-		t.Skip(err)
+		testenv.Missing(t, "%v", err)
 	}
 	info, err := (&FFmpeg{}).Probe(context.Background(), astronaut)
 	if err != nil {
@@ -247,7 +249,7 @@ func TestDecodeFramesResampleAndCap(t *testing.T) {
 func TestDecodeStill(t *testing.T) {
 	fixture(t, "dir")
 	if _, err := os.Stat(astronaut); err != nil {
-		t.Skip(err)
+		testenv.Missing(t, "%v", err)
 	}
 	info, err := (&FFmpeg{}).Probe(context.Background(), astronaut)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/avatargen/musetalk/internal/testenv"
 	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/musetalk/modeldir"
 	"github.com/avatargen/musetalk/protocol"
@@ -61,7 +62,7 @@ func needFFmpeg(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"ffmpeg", "ffprobe"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (Debian package ffmpeg)", tool)
+			testenv.Missing(t, "%s not installed (Debian package ffmpeg)", tool)
 		}
 	}
 }

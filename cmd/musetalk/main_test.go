@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/avatargen/musetalk/internal/goldendir"
+	"github.com/avatargen/musetalk/internal/testenv"
 	"github.com/avatargen/musetalk/musetalk"
 	"github.com/avatargen/musetalk/worker/preview"
 
@@ -76,7 +77,7 @@ func TestWeightsConvert(t *testing.T) {
 	}
 	src := filepath.Join(dir, "b_autoencoder_kl.safetensors")
 	if _, err := os.Stat(src); err != nil {
-		t.Skipf("no %s: %v", src, err)
+		testenv.Missing(t, "no %s: %v", src, err)
 	}
 	dst := filepath.Join(t.TempDir(), "vae.safetensors")
 	// The golden VAE is tiny: the full-size check names what does not fit

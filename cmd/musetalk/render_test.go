@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/avatargen/musetalk/internal/testenv"
 	"github.com/avatargen/musetalk/musetalk/modeldir"
 )
 
@@ -41,7 +42,7 @@ func needFFmpegCLI(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"ffmpeg", "ffprobe"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
+			testenv.Missing(t, "%s not installed (Debian package ffmpeg)", tool)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/avatargen/musetalk/internal/goldendir"
+	"github.com/avatargen/musetalk/internal/testenv"
 	"github.com/avatargen/musetalk/musetalk/model/weights"
 )
 
@@ -43,7 +44,7 @@ func Load(t testing.TB, name string) *Case {
 	jsPath, stPath := filepath.Join(dir, name+".json"), filepath.Join(dir, name+".safetensors")
 	for _, p := range []string{jsPath, stPath} {
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-			t.Skipf("golden file %s missing", p)
+			testenv.Missing(t, "golden file %s missing", p)
 		}
 	}
 	js, err := os.ReadFile(jsPath)

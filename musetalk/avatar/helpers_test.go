@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/avatargen/musetalk/internal/testenv"
 	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/kernels/cpu"
 	"github.com/avatargen/musetalk/media"
@@ -59,7 +60,7 @@ func fixture(t *testing.T, name string) string {
 		t.Fatalf("making fixtures: %v", fixErr)
 	}
 	if fixFiles == nil {
-		t.Skip("ffmpeg not installed (Debian package ffmpeg)")
+		testenv.Missing(t, "ffmpeg not installed (Debian package ffmpeg)")
 	}
 	return fixFiles[name]
 }

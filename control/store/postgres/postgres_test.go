@@ -16,6 +16,7 @@ import (
 	"github.com/avatargen/musetalk/control/store"
 	"github.com/avatargen/musetalk/control/store/postgres"
 	"github.com/avatargen/musetalk/control/store/storetest"
+	"github.com/avatargen/musetalk/internal/testenv"
 )
 
 // urlEnv names the server the tests run against.
@@ -27,10 +28,7 @@ func serverURL(t *testing.T) string {
 	t.Helper()
 	url := os.Getenv(urlEnv)
 	if url == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not set; CI must run the PostgreSQL store tests (see control/store/postgres/README.md)", urlEnv)
-		}
-		t.Skipf("%s is not set; set it to a PostgreSQL URL to run these tests (see README.md)", urlEnv)
+		testenv.Missing(t, "%s is not set; set it to a PostgreSQL URL to run these tests (scripts/test does; see README.md)", urlEnv)
 	}
 	return url
 }

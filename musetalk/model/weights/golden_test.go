@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/avatargen/musetalk/internal/goldendir"
+	"github.com/avatargen/musetalk/internal/testenv"
 )
 
 // goldenDir returns the golden data's directory, skipping the test when
@@ -22,10 +23,10 @@ func goldenDir(t *testing.T) string {
 	t.Helper()
 	d, err := goldendir.Dir()
 	if err != nil {
-		t.Skip(err)
+		testenv.Missing(t, "%v", err)
 	}
 	if _, err := os.Stat(d); err != nil {
-		t.Skipf("golden data not found at %s; set MUSETALK_GOLDEN_DIR", d)
+		testenv.Missing(t, "golden data not found at %s; set MUSETALK_GOLDEN_DIR", d)
 	}
 	return d
 }
@@ -374,7 +375,7 @@ func statedCase(t *testing.T, dir, base string) (*Safetensors, map[string]json.R
 	jsPath, stPath := filepath.Join(dir, base+".json"), filepath.Join(dir, base+".safetensors")
 	for _, p := range []string{jsPath, stPath} {
 		if _, err := os.Stat(p); err != nil {
-			t.Skipf("golden case %s: %v", base, err)
+			testenv.Missing(t, "golden case %s: %v", base, err)
 		}
 	}
 	b, err := os.ReadFile(jsPath)
