@@ -77,7 +77,12 @@ type genBatch struct {
 // while the CPU blends and ffmpeg encodes; memory holds at most three
 // batches of faces. run checks ctx before every batch and returns its
 // cause once it is done.
-func (g *generation) run(ctx context.Context) error {
+//
+// A panic on either side (a network op, compositing, the sink) is
+// recovered and returned as a retryable error holding a *[PanicError];
+// either way the network goroutine has stopped when run returns, so the
+// backend is free for the next render.
+func (g *generation) run(ctx context.Context) (err error) {
 	if len(g.src) == 0 {
 		return errors.New("generation: the avatar has no frames")
 	}
@@ -98,7 +103,7 @@ func (g *generation) run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return
 			}
-			b := g.generateBatch(ctx, start, min(g.batch, g.frames-start))
+			b := g.safeBatch(ctx, start, min(g.batch, g.frames-start))
 			select {
 			case batches <- b:
 			case <-ctx.Done():
@@ -109,10 +114,26 @@ func (g *generation) run(ctx context.Context) error {
 			}
 		}
 	}()
-	err := g.composite(ctx, batches)
-	cancel(err)
-	<-done
-	return err
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("generation: compositing: %w", recovered(r))
+		}
+		cancel(err)
+		<-done
+	}()
+	return g.composite(ctx, batches)
+}
+
+// safeBatch is generateBatch with a panic (in a network op, on the
+// network goroutine, where nothing else would recover it) turned into the
+// batch's error.
+func (g *generation) safeBatch(ctx context.Context, start, n int) (b genBatch) {
+	defer func() {
+		if r := recover(); r != nil {
+			b = genBatch{start: start, err: fmt.Errorf("generating frames %d-%d: %w", start, start+n-1, recovered(r))}
+		}
+	}()
+	return g.generateBatch(ctx, start, n)
 }
 
 // composite writes the batches' frames to the sink in order.

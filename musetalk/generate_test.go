@@ -4,11 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/avatargen/musetalk/kernels"
+	"github.com/avatargen/musetalk/kernels/cpu"
 	"github.com/avatargen/musetalk/media"
+	"github.com/avatargen/musetalk/protocol"
+	"github.com/avatargen/musetalk/worker/engine"
 )
 
 // fakeNet makes each face a uniform 16×16 image whose blue value is the
@@ -301,4 +312,135 @@ func TestDecodedToBGR(t *testing.T) {
 func float32Nan() float32 {
 	var z float32
 	return z / z
+}
+
+// checkPanicError checks the error a recovered panic becomes: retryable
+// for the worker, naming the panic's value and where it happened (frame
+// names and source files, no directories).
+func checkPanicError(t *testing.T, err error, value, frame string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("no error after a panic")
+	}
+	if retryable, classified := engine.Classify(err); !retryable || !classified {
+		t.Errorf("%v: retryable %v, classified %v; want a retryable failure", err, retryable, classified)
+	}
+	if pe := (*PanicError)(nil); !errors.As(err, &pe) || len(pe.Stack) == 0 {
+		t.Errorf("%v: no *PanicError with a stack", err)
+	}
+	msg := err.Error()
+	t.Log(msg)
+	if !strings.Contains(msg, value) || !strings.Contains(msg, frame) {
+		t.Errorf("%q does not name the panic %q and the frame %q", msg, value, frame)
+	}
+	if wd, _ := os.Getwd(); strings.Contains(msg, wd) || strings.Contains(msg, os.TempDir()) {
+		t.Errorf("%q holds file paths", msg)
+	}
+}
+
+// stopped checks that nothing calls the network once run has returned.
+func (b *genBundle) stopped(t *testing.T) {
+	t.Helper()
+	b.net.mu.Lock()
+	n := len(b.net.batches)
+	b.net.mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	b.net.mu.Lock()
+	defer b.net.mu.Unlock()
+	if len(b.net.batches) != n {
+		t.Errorf("the networks ran %d more batches after run returned", len(b.net.batches)-n)
+	}
+}
+
+func TestGenerationRecoversPanics(t *testing.T) {
+	t.Parallel()
+	t.Run("network", func(t *testing.T) {
+		t.Parallel()
+		b := setupGen(t, 30, 4)
+		b.net.onCall = func(call int) error {
+			if call == 2 {
+				var m map[int]int
+				m[call] = 1 // a runtime error, as an op's bug would raise
+			}
+			return nil
+		}
+		err := b.gen.run(context.Background())
+		checkPanicError(t, err, "assignment to entry in nil map", "generate_test.go:")
+		if !strings.Contains(err.Error(), "frames 8-11") {
+			t.Errorf("%q does not name the batch", err)
+		}
+		if len(b.out) > 8 {
+			t.Errorf("%d frames written after a panic in batch 3", len(b.out))
+		}
+		b.stopped(t)
+	})
+	t.Run("compositing", func(t *testing.T) {
+		t.Parallel()
+		b := setupGen(t, 300, 4)
+		n := 0
+		b.gen.sink = sinkFunc(func([]uint8) error {
+			if n++; n == 6 {
+				panic("sink bug")
+			}
+			return nil
+		})
+		err := b.gen.run(context.Background())
+		checkPanicError(t, err, "sink bug", "generate_test.go:")
+		b.stopped(t)
+	})
+}
+
+// panicBackend is a backend whose Conv2D panics while armed.
+type panicBackend struct {
+	kernels.Backend
+	armed atomic.Bool
+}
+
+func (b *panicBackend) Conv2D(dst, x, w, bias *kernels.Tensor, p kernels.Conv2DParams) {
+	if b.armed.Load() {
+		panic("injected Conv2D fault")
+	}
+	b.Backend.Conv2D(dst, x, w, bias, p)
+}
+
+// TestEnginePanicInAnOpIsRetryable makes an op panic on the network
+// goroutine of a real render: the job fails retryably, no output is left,
+// and the engine renders the next job.
+func TestEnginePanicInAnOpIsRetryable(t *testing.T) {
+	t.Parallel()
+	needFFmpeg(t)
+	dir := t.TempDir()
+	cb, err := cpu.New(cpu.Options{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	be := &panicBackend{Backend: cb}
+	e := NewEngine(EngineOptions{Options: Options{WeightsDir: tinyWeights(t), CacheDir: filepath.Join(dir, "c"), Backend: be,
+		Preset: "ultrafast", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}})
+	defer e.Close()
+	writePNG(t, filepath.Join(dir, "a.png"), 64, 64)
+	writeWAV(t, filepath.Join(dir, "a.wav"), 0.3)
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	job := &engine.Job{ID: "j", AvatarPath: filepath.Join(dir, "a.png"), AudioPath: filepath.Join(dir, "a.wav"),
+		OutputPath: filepath.Join(out, "o.mp4"), Params: protocol.JobParams{FaceBox: []int{16, 16, 48, 48}, ParsingMode: "raw"}}
+	err = e.Run(context.Background(), job, func(p protocol.Progress) {
+		if p.Stage == StageGenerate {
+			be.armed.Store(true) // the UNet's convolutions, on the network goroutine
+		}
+	})
+	checkPanicError(t, err, "injected Conv2D fault", "Conv2D")
+	if left, _ := os.ReadDir(out); len(left) != 0 {
+		t.Errorf("the failed render left %v", left)
+	}
+	be.armed.Store(false)
+	if err := e.Run(context.Background(), job, nil); err != nil {
+		t.Fatalf("the next render: %v", err)
+	}
+	if st, err := os.Stat(job.OutputPath); err != nil || st.Size() == 0 {
+		t.Errorf("the next render wrote no output: %v", err)
+	}
 }
