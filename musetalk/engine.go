@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/avatargen/musetalk/internal/outfile"
 	"github.com/avatargen/musetalk/kernels/cpu"
 	"github.com/avatargen/musetalk/protocol"
 	"github.com/avatargen/musetalk/worker/engine"
@@ -99,20 +100,33 @@ func (e *Engine) loadIDsLocked() {
 		return
 	}
 	for k, id := range ids {
-		if protocol.ValidID(id) {
+		if _, ours := e.ids[k]; !ours && protocol.ValidID(id) {
 			e.ids[k] = id
 		}
 	}
 }
 
-// saveIDsLocked writes avatarIDsFile atomically.
+// saveIDsLocked writes avatarIDsFile atomically. Processes sharing the
+// cache directory (workers on one host, `render`) each keep their own map:
+// the ids already on disk are merged in first, and each writes through its
+// own temporary file, so none erases another's ids or reads a mixed file.
 func (e *Engine) saveIDsLocked() {
+	e.loadIDsLocked() // the other processes' ids; ours win where both exist
 	data, err := json.Marshal(e.ids)
 	if err == nil {
 		path := filepath.Join(e.r.opts.CacheDir, avatarIDsFile)
-		tmp := path + ".tmp"
-		if err = os.WriteFile(tmp, data, 0o644); err == nil {
-			err = os.Rename(tmp, path)
+		var tmp *os.File
+		if tmp, err = outfile.CreateTemp(e.r.opts.CacheDir, "."+avatarIDsFile+".tmp-*"); err == nil {
+			_, err = tmp.Write(data)
+			if cerr := tmp.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = os.Rename(tmp.Name(), path)
+			}
+			if err != nil {
+				os.Remove(tmp.Name())
+			}
 		}
 	}
 	if err != nil {

@@ -399,6 +399,28 @@ func TestEngineRunsAndReportsAvatars(t *testing.T) {
 	if got := e2.CachedAvatars(); !slices.Equal(got, []string{"avatar-1"}) {
 		t.Errorf("restarted engine: CachedAvatars %v, want [avatar-1]", got)
 	}
+	// Two engines sharing the cache directory (workers on one host) each
+	// add an avatar: a third one started later sees all of them.
+	for i, eng := range []*Engine{e, e2} {
+		name := fmt.Sprintf("b%d", i)
+		writePNG(t, filepath.Join(dir, name+".png"), 64+8*(i+1), 64)
+		j := *job
+		j.ID, j.AvatarID, j.AvatarPath, j.OutputPath = "j"+name, "avatar-"+name, filepath.Join(dir, name+".png"), filepath.Join(dir, name+".mp4")
+		if err := eng.Run(context.Background(), &j, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e3 := NewEngine(EngineOptions{Options: Options{WeightsDir: tinyWeights(t), CacheDir: filepath.Join(dir, "c"), Threads: 1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}})
+	defer e3.Close()
+	if _, err := e3.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := e3.CachedAvatars()
+	slices.Sort(got)
+	if want := []string{"avatar-1", "avatar-b0", "avatar-b1"}; !slices.Equal(got, want) {
+		t.Errorf("an engine after two sharing the cache: CachedAvatars %v, want %v", got, want)
+	}
 	job.AudioPath = job.AvatarPath
 	err = e.Run(context.Background(), job, nil)
 	if retryable, classified := engine.Classify(err); err == nil || retryable || !classified || !strings.Contains(err.Error(), "audio") {
