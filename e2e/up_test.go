@@ -160,8 +160,14 @@ func TestUpSubmitMuseTalk(t *testing.T) {
 
 	up := startUp(t, dir, "up", filepath.Join(dir, "data"), "--weights", weights,
 		"--avatar-cache", filepath.Join(dir, "cache"), "--threads", "2")
-	out := filepath.Join(dir, "lipsync.mp4")
+	// A render, into the cache the running `up` uses: the job then finds
+	// the avatar another process prepared after `up` opened the cache (it
+	// used to fail every attempt on the cache's final rename).
 	box := fmt.Sprintf("%d,%d,%d,%d", renderFaceBox[0], renderFaceBox[1], renderFaceBox[2], renderFaceBox[3])
+	runTool(t, ctx, musetalkBin, "render", "--weights", weights, "--avatar-cache", filepath.Join(dir, "cache"),
+		"--avatar", astronaut, "--audio", speech, "--out", filepath.Join(dir, "rendered.mp4"), "--face-box", box,
+		"--batch-size", "8", "--parsing-mode", "raw", "--threads", "2")
+	out := filepath.Join(dir, "lipsync.mp4")
 	sub := startProc(t, dir, "submit", musetalkBin, []string{"submit", "--control", up.url,
 		"--avatar", astronaut, "--audio", speech, "--out", out, "--face-box", box, "--batch-size", "8", "--parsing-mode", "raw"}, nil, "")
 	if code := sub.wait(t, 2*time.Minute); code != 0 {
@@ -172,6 +178,18 @@ func TestUpSubmitMuseTalk(t *testing.T) {
 	c, err := client.New(up.url, "")
 	if err != nil {
 		t.Fatal(err)
+	}
+	subLog, _ := os.ReadFile(sub.logPath)
+	m := regexp.MustCompile(`submitted job (\S+)`).FindSubmatch(subLog)
+	if m == nil {
+		t.Fatalf("submit did not name its job:\n%s", subLog)
+	}
+	job, err := c.Get(ctx, string(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Attempt != 1 || job.Failures != 0 {
+		t.Errorf("job %s: attempt %d, failures %d; want the first attempt to succeed", job.ID, job.Attempt, job.Failures)
 	}
 	eventually(t, 10*time.Second, 100*time.Millisecond, "the worker reports the prepared avatar", func() (bool, string) {
 		ws, err := c.Workers(ctx)
