@@ -340,4 +340,8 @@ func TestWorkerDefaultEnginesWithoutWeights(t *testing.T) {
 	if j.State != protocol.JobQueued || len(j.Attempts) != 0 {
 		t.Fatalf("a worker without weights took the job: %s", describe(j))
 	}
+	// The start is logged once, by the worker itself.
+	if logs, _ := os.ReadFile(w.proc.logPath); strings.Count(string(logs), `msg="worker starting"`) != 1 {
+		t.Errorf("want one \"worker starting\" line:\n%s", logs)
+	}
 }
