@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/avatargen/musetalk/control/client"
+	"github.com/avatargen/musetalk/internal/testenv"
 	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/protocol"
 )
@@ -62,7 +63,7 @@ func startUp(t *testing.T, dir, name, dataDir string, extra ...string) *upProc {
 func TestUpDrainsOnSIGTERMAndKeepsJobs(t *testing.T) {
 	needSuite(t)
 	if avatarPNG == "" {
-		t.Skip("ffmpeg is not installed")
+		testenv.Missing(t, "ffmpeg is not installed")
 	}
 	t.Parallel()
 	dir := t.TempDir()
@@ -224,5 +225,52 @@ func probeResult(t *testing.T, path string, speech time.Duration) {
 	}
 	if d := info.Audio.Duration; d < speech-200*time.Millisecond || d > speech+200*time.Millisecond {
 		t.Errorf("%s: audio lasts %v, want about %v", path, d, speech)
+	}
+}
+
+// TestScriptsUp runs the README's first command, scripts/up, as a new user
+// would (with the preview engine: no weights here), then `musetalk submit`
+// against it, pasted right after it as a script: submit waits for the
+// server that scripts/up is still building and starting.
+func TestScriptsUp(t *testing.T) {
+	needSuite(t)
+	needTools(t, "bash", "ffmpeg", "ffprobe", "espeak-ng", "go")
+	if avatarPNG == "" {
+		testenv.Missing(t, "ffmpeg is not installed")
+	}
+	t.Parallel()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// The user's Go caches: HOME is the test's directory.
+	var env []string
+	for _, v := range []string{"GOCACHE", "GOMODCACHE", "GOPATH", "GOFLAGS", "GOPROXY"} {
+		out, err := exec.Command("go", "env", v).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		env = append(env, v+"="+strings.TrimSpace(string(out)))
+	}
+	apiAddr := freeAddr(t)
+	out := filepath.Join(dir, "up.out")
+	up := startProc(t, dir, "scripts-up", filepath.Join(root, "scripts", "up"), []string{"--engine", "preview",
+		"--data-dir", filepath.Join(dir, "data"), "--addr", apiAddr, "--health-addr", "127.0.0.1:0"}, env, out)
+	result := filepath.Join(dir, "result.mp4")
+	sub := startProc(t, dir, "submit", musetalkBin, []string{"submit", "--control", "http://" + apiAddr,
+		"--avatar", avatarPNG, "--audio", speechWAV, "--out", result, "--wait-for-control", "3m"}, nil, "")
+	if code := sub.wait(t, 4*time.Minute); code != 0 {
+		t.Fatalf("submit exited %d:\n%s\nscripts/up:\n%s", code, tailFile(sub.logPath, 20), tailFile(up.logPath, 20))
+	}
+	probeResult(t, result, 2*time.Second)
+	if b, _ := os.ReadFile(out); !strings.Contains(string(b), "musetalk is up") {
+		t.Errorf("scripts/up printed no banner:\n%s", b)
+	}
+	if err := up.signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := up.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("scripts/up exited %d after Ctrl-C:\n%s", code, tailFile(up.logPath, 20))
 	}
 }
