@@ -114,20 +114,7 @@ func (e *Engine) saveIDsLocked() {
 	e.loadIDsLocked() // the other processes' ids; ours win where both exist
 	data, err := json.Marshal(e.ids)
 	if err == nil {
-		path := filepath.Join(e.r.opts.CacheDir, avatarIDsFile)
-		var tmp *os.File
-		if tmp, err = outfile.CreateTemp(e.r.opts.CacheDir, "."+avatarIDsFile+".tmp-*"); err == nil {
-			_, err = tmp.Write(data)
-			if cerr := tmp.Close(); err == nil {
-				err = cerr
-			}
-			if err == nil {
-				err = os.Rename(tmp.Name(), path)
-			}
-			if err != nil {
-				os.Remove(tmp.Name())
-			}
-		}
+		err = outfile.WriteFile(filepath.Join(e.r.opts.CacheDir, avatarIDsFile), data)
 	}
 	if err != nil {
 		e.r.log.Warn("musetalk engine: saving the avatar ids", "err", err)

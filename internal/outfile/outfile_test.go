@@ -37,3 +37,32 @@ func TestCreateTempHonoursUmask(t *testing.T) {
 		t.Error("no error in a missing directory")
 	}
 }
+
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "ids.json")
+	for _, content := range []string{"first", "second, longer"} {
+		if err := WriteFile(p, []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(p); string(got) != content {
+			t.Fatalf("content %q, want %q", got, content)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("%d files left in the directory, want 1", len(entries))
+	}
+	if err := WriteFile(filepath.Join(dir, "missing", "x"), nil); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("a missing directory: %v", err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "taken"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "taken", "f"), nil, 0o644)
+	if err := WriteFile(filepath.Join(dir, "taken"), []byte("x")); err == nil {
+		t.Error("renaming over a non-empty directory succeeded")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("a failed write left its temporary file: %d entries", len(entries))
+	}
+}
