@@ -1,12 +1,14 @@
 package musetalk
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
 	"image/color"
+	"image/draw"
 	"image/png"
 	"io"
 	"log/slog"
@@ -292,26 +294,45 @@ func TestRenderCancelLeavesNoFile(t *testing.T) {
 func TestRenderInputErrors(t *testing.T) {
 	t.Parallel()
 	b := setupRender(t)
+	// A flat grey picture: a face box on it covers one colour.
+	flat := filepath.Join(b.dir, "flat.png")
+	im := image.NewRGBA(image.Rect(0, 0, 64, 64))
+	draw.Draw(im, im.Bounds(), image.NewUniform(color.RGBA{128, 128, 128, 255}), image.Point{}, draw.Src)
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, im); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(flat, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name  string
 		edit  func(*Request)
 		input string
+		says  string
 	}{
-		{"audio without sound", func(r *Request) { r.AudioPath = b.avatar }, "audio"},
-		{"missing audio", func(r *Request) { r.AudioPath = filepath.Join(b.dir, "nope.wav") }, "audio"},
-		{"garbage avatar", func(r *Request) { r.AvatarPath = b.audio }, "avatar"},
-		{"missing avatar", func(r *Request) { r.AvatarPath = filepath.Join(b.dir, "nope.png") }, "avatar"},
-		{"face box outside", func(r *Request) { r.Params.FaceBox = []int{50, 50, 120, 90} }, "params.face_box"},
-		{"bad version", func(r *Request) { r.Params.Version = "v3" }, "params"},
-		{"bad fps", func(r *Request) { r.Params.FPS = "-3" }, "params"},
-		{"preview engine", func(r *Request) { r.Params.Engine = "preview" }, "params.engine"},
+		{"audio without sound", func(r *Request) { r.AudioPath = b.avatar }, "audio", ""},
+		{"missing audio", func(r *Request) { r.AudioPath = filepath.Join(b.dir, "nope.wav") }, "audio", ""},
+		{"garbage avatar", func(r *Request) { r.AvatarPath = b.audio }, "avatar", ""},
+		{"missing avatar", func(r *Request) { r.AvatarPath = filepath.Join(b.dir, "nope.png") }, "avatar", ""},
+		{"face box outside", func(r *Request) { r.Params.FaceBox = []int{50, 50, 120, 90} }, "params.face_box", ""},
+		{"bad version", func(r *Request) { r.Params.Version = "v3" }, "params", ""},
+		{"bad fps", func(r *Request) { r.Params.FPS = "-3" }, "params", ""},
+		{"preview engine", func(r *Request) { r.Params.Engine = "preview" }, "params.engine", ""},
+		// The face box given is the problem, not a missing one.
+		{"flat face box", func(r *Request) { r.AvatarPath, r.Params.FaceBox = flat, []int{8, 8, 56, 56} }, "params.face_box", "flat colour"},
 	} {
 		req := b.request("out.mp4")
 		tc.edit(&req)
 		err := b.r.Render(context.Background(), req, nil)
 		var ie *InputError
-		if !errors.As(err, &ie) || ie.Input != tc.input {
-			t.Errorf("%s: error %v, want an InputError naming %s", tc.name, err, tc.input)
+		if !errors.As(err, &ie) || ie.Input != tc.input || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: error %v, want an InputError naming %s (saying %q)", tc.name, err, tc.input, tc.says)
+		}
+		// A bad parameter carries its field, so a CLI can name its flag.
+		var pe *protocol.ParamError
+		if field, ok := strings.CutPrefix(tc.input, "params."); ok && (!errors.As(err, &pe) || pe.Field != field) {
+			t.Errorf("%s: error %v carries no ParamError for %s", tc.name, err, field)
 		}
 		if _, serr := os.Stat(req.OutPath); serr == nil {
 			t.Errorf("%s: output written", tc.name)
