@@ -68,8 +68,10 @@ The control plane logs warnings and errors only, unless --log-level is
 debug; the worker logs at --log-level.
 
 With the musetalk engine, weights that --weights lacks are downloaded at
-start, as by musetalk weights fetch (--endpoint and --s3fd-url as there),
-before the service starts; --no-fetch refuses to start instead. Without
+start, as by musetalk weights fetch (--endpoint and --s3fd-url as there):
+the control plane answers at once, so jobs can be submitted and wait in
+the queue, and the worker starts once the weights are there; --no-fetch
+refuses to start instead. Without
 access to the hub, use --weights DIR for weights already on disk,
 musetalk weights tiny --out DIR then --weights DIR for tiny random
 weights, or --engine preview for the service without weights.
@@ -99,29 +101,40 @@ const upAlternatives = `To start anyway:
   no weights at all:        musetalk up --engine preview (the preview engine: the avatar muxed with the audio)
   a Hugging Face mirror:    musetalk up --endpoint URL (or HF_ENDPOINT=URL), with --s3fd-url URL for S3FD's checkpoint`
 
-// upEnsureWeights gives the musetalk engine, when selected, its weights:
-// the files the weight directory lacks are fetched as by `weights fetch`
-// (same code, same progress display and checks) unless --no-fetch. A
-// failure says why and how to start anyway. SIGINT or SIGTERM stops the
-// download; its .part files stay for the next start to resume.
-func upEnsureWeights(c *cli.Context) error {
+// upWeightsToFetch checks the musetalk engine's weights, when that engine
+// is selected: it returns the weight directory when files are missing and
+// may be fetched, "" when there is nothing to fetch. Missing weights with
+// --no-fetch, and a directory that cannot be checked, are errors that say
+// how to start anyway.
+func upWeightsToFetch(c *cli.Context) (string, error) {
 	if !slices.Contains(c.StringSlice("engine"), musetalk.EngineName) {
-		return nil
+		return "", nil
 	}
 	dir := cmp.Or(c.String("weights"), modeldir.Default())
-	versions := []string{musetalk.DefaultVersion}
-	err := modeldir.Dir(dir).Check(versions...)
+	err := modeldir.Dir(dir).Check(musetalk.DefaultVersion)
 	var missing *modeldir.MissingError
 	switch {
 	case err == nil:
-		return nil
+		return "", nil
 	case !errors.As(err, &missing):
-		return fmt.Errorf("the musetalk engine's weights: %w", err)
+		return "", fmt.Errorf("the musetalk engine's weights: %w", err)
 	case c.Bool("no-fetch"):
-		return fmt.Errorf("the musetalk engine has no weights (--no-fetch): %w\n%s", err, upAlternatives)
+		return "", fmt.Errorf("the musetalk engine has no weights (--no-fetch): %w\n%s", err, upAlternatives)
 	}
-	fmt.Fprintf(c.App.ErrWriter, "The musetalk engine's weights are missing from %s (%d files): fetching them before starting (--no-fetch turns this off).\n",
-		dir, len(missing.Files))
+	return dir, nil
+}
+
+// upFetchWeights fetches the files the weight directory lacks, as `weights
+// fetch` does (same code, same progress display and checks). A failure
+// says why and how to start anyway. SIGINT or SIGTERM stops the download;
+// its .part files stay for the next start to resume.
+func upFetchWeights(c *cli.Context, dir string) error {
+	versions := []string{musetalk.DefaultVersion}
+	var missing *modeldir.MissingError
+	if err := modeldir.Dir(dir).Check(versions...); errors.As(err, &missing) {
+		fmt.Fprintf(c.App.ErrWriter, "The musetalk engine's weights are missing from %s (%d files): fetching them before the worker starts (--no-fetch turns this off).\n",
+			dir, len(missing.Files))
+	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := fetchWeights(ctx, c.App.ErrWriter, dir, versions, weightSourceFrom(c)); err != nil {
@@ -168,8 +181,10 @@ func runUp(c *cli.Context) error {
 			return fmt.Errorf("--engine %q: unknown engine (available: %s, %s)", name, musetalk.EngineName, preview.Name)
 		}
 	}
-	// Before anything else: a download of the weights may take long.
-	if err := upEnsureWeights(c); err != nil {
+	// Weights to fetch are fetched once the control plane answers, so a
+	// job submitted meanwhile waits in the queue; refusals come first.
+	fetchDir, err := upWeightsToFetch(c)
+	if err != nil {
 		return err
 	}
 	ctx := c.Context
@@ -218,7 +233,6 @@ func runUp(c *cli.Context) error {
 	}
 	settings := engineSettingsFrom(c, wcfg.Logger)
 	for _, name := range engines {
-		// The musetalk engine's weights are there (upEnsureWeights).
 		e, err := newEngineWith(name, settings)
 		if err != nil {
 			return err
@@ -284,6 +298,15 @@ func runUp(c *cli.Context) error {
 		}
 		served <- err
 	}()
+
+	if fetchDir != "" {
+		fmt.Fprintf(c.App.ErrWriter, "The control plane answers at %s; jobs submitted now wait in the queue until the worker starts.\n", local)
+		if err := upFetchWeights(c, fetchDir); err != nil {
+			stopServer()
+			<-served
+			return err
+		}
+	}
 
 	log.Info("musetalk up", "addr", ln.Addr().String(), "data_dir", dataDir, "engines", strings.Join(engines, ","),
 		"health", healthLn.Addr().String(), "public_api_auth", len(publicKeys) > 0)

@@ -329,8 +329,8 @@ func TestUpRejectsBadFlags(t *testing.T) {
 // tinyHub serves the tiny weights in src as the Hugging Face hub serves
 // the official files of version v15 (at /REPO/resolve/main/PATH, with
 // their git blob id as ETag), or nothing when src is "", and counts the
-// requests.
-func tinyHub(t *testing.T, src string) (url string, requests func() int) {
+// requests. A request waits until hold (when not nil) is closed.
+func tinyHub(t *testing.T, src string, hold <-chan struct{}) (url string, requests func() int) {
 	t.Helper()
 	files, err := modeldir.Files(modeldir.V15)
 	if err != nil {
@@ -355,6 +355,13 @@ func tinyHub(t *testing.T, src string) (url string, requests func() int) {
 		mu.Lock()
 		n++
 		mu.Unlock()
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+				return
+			}
+		}
 		data, ok := content[r.URL.Path]
 		if !ok {
 			http.NotFound(w, r)
@@ -380,7 +387,8 @@ func TestUpFetchesMissingWeights(t *testing.T) {
 	if err := modeldir.WriteTiny(src, 1); err != nil {
 		t.Fatal(err)
 	}
-	hubURL, requests := tinyHub(t, src)
+	hold := make(chan struct{})
+	hubURL, requests := tinyHub(t, src, hold)
 	weightsDir := t.TempDir()
 	// S3FD's checkpoint has a pinned digest that tiny weights cannot
 	// match: it is on disk already, and --s3fd-url makes sure nothing is
@@ -396,7 +404,32 @@ func TestUpFetchesMissingWeights(t *testing.T) {
 	}
 	args := []string{"--weights", weightsDir, "--endpoint", hubURL, "--s3fd-url", "http://s3fd.invalid/s3fd.pth",
 		"--avatar-cache", t.TempDir(), "--threads", "1", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--poll-interval", "200ms"}
-	up := startUp(t, args...)
+	// The control plane answers while the weights are still coming: a job
+	// submitted then waits in the queue and runs once the worker starts.
+	ctx, cancel := context.WithCancel(context.Background())
+	up := &runningUp{out: newWatchBuffer(), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(up.done)
+		up.err = cliRun(ctx, up.out, up.out, append([]string{"--log-level", "warn", "up", "--health-addr", "127.0.0.1:0"}, args...)...)
+	}()
+	t.Cleanup(func() { up.stop(t) })
+	early := up.out.waitFor(t, regexp.MustCompile(`The control plane answers at (http://\S+);`), up.done)[1]
+	cl, err := client.New(early, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := cl.Submit(ctx, client.SubmitRequest{AvatarPath: avatarImage(t), AudioPath: speechWAV(t), Params: protocol.JobParams{Engine: "preview"}})
+	if err != nil {
+		t.Fatalf("submitting while the weights are fetched: %v", err)
+	}
+	if strings.Contains(up.out.String(), "musetalk is up") {
+		t.Errorf("the worker started before the weights came:\n%s", up.out)
+	}
+	close(hold)
+	up.url = up.out.waitFor(t, apiLine, up.done)[1]
+	if _, err := cl.Wait(ctx, job.ID, nil); err != nil {
+		t.Errorf("the job submitted during the fetch: %v", err)
+	}
 	out := up.out.String()
 	for _, s := range []string{
 		"weights are missing from " + weightsDir,
@@ -482,7 +515,7 @@ func TestUpCannotFetchWeights(t *testing.T) {
 // TestUpNoFetchEnv: MUSETALK_NO_FETCH turns the download off.
 func TestUpNoFetchEnv(t *testing.T) {
 	// Not parallel: see cliRun.
-	hubURL, requests := tinyHub(t, "")
+	hubURL, requests := tinyHub(t, "", nil)
 	t.Setenv("MUSETALK_NO_FETCH", "true")
 	out := newWatchBuffer()
 	err := cliRun(context.Background(), out, out, "up", "--weights", t.TempDir(), "--endpoint", hubURL,
