@@ -170,6 +170,16 @@ func checkSubmitFlags(c *cli.Context) error {
 	case jobID != "" && !protocol.ValidID(jobID):
 		return fmt.Errorf("--job %q: not a valid job id", jobID)
 	}
+	// The inputs are read before anything waits for the server.
+	for _, name := range []string{"avatar", "audio"} {
+		if p := c.String(name); p != "" {
+			if st, err := os.Stat(p); err != nil {
+				return fmt.Errorf("--%s: %w", name, err)
+			} else if st.IsDir() {
+				return fmt.Errorf("--%s %s: is a directory", name, p)
+			}
+		}
+	}
 	if out != "" {
 		return checkOutDir(out)
 	}

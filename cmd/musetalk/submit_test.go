@@ -226,6 +226,9 @@ func TestSubmitChecksFlagsBeforeUploading(t *testing.T) {
 		{[]string{"--job", "j1", "--no-wait"}, "does nothing"},
 		{[]string{"--avatar", face, "--audio", face, "--out", filepath.Join(dir, "missing", "r.mp4")}, "no such file"},
 		{[]string{"--avatar", face, "--audio", face, "--out", dir}, "is a directory"},
+		// Checked before waiting for a control plane (base points at one).
+		{[]string{"--avatar", filepath.Join(dir, "none.png"), "--audio", face, "--out", "r.mp4"}, "--avatar: stat"},
+		{[]string{"--avatar", face, "--audio", dir, "--out", "r.mp4"}, "--audio " + dir + ": is a directory"},
 		{[]string{"--avatar", face, "--audio", face, "--out", "r.mp4", "--version", "v9"}, `--version: "v9"`},
 		{[]string{"--avatar", face, "--audio", face, "--out", "r.mp4", "--fps", "0"}, "--fps: "},
 		{[]string{"--avatar", face, "--audio", face, "--out", "r.mp4", "--face-box", "1,2,3"}, "four integers"},
