@@ -6,7 +6,14 @@ export PATH=/usr/local/go/bin:$PATH
 # sudo_or_root runs a command as root: directly when we are root, else
 # through sudo.
 sudo_or_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    echo "this step needs root: run as root, or install sudo ($*)" >&2
+    exit 1
+  fi
 }
 
 # need_go stops with a clear message when the Go toolchain is missing.
