@@ -10,7 +10,6 @@ import (
 	"sync"
 
 	"github.com/avatargen/musetalk/internal/outfile"
-	"github.com/avatargen/musetalk/kernels/cpu"
 	"github.com/avatargen/musetalk/protocol"
 	"github.com/avatargen/musetalk/worker/engine"
 )
@@ -20,7 +19,10 @@ const EngineName = "musetalk"
 
 // EngineOptions configure [NewEngine].
 type EngineOptions struct {
-	// Options configure the engine's Renderer.
+	// Options configure the engine's Renderer. Options.NewBackend suits a
+	// worker: the device starts at the first Check or Run, not when the
+	// engine is configured, and one that failed to start is tried again
+	// at the next call.
 	Options
 	// Versions are the MuseTalk versions whose weights the start-up check
 	// looks for; default [DefaultVersion]. Jobs may ask for any version
@@ -121,13 +123,14 @@ func (e *Engine) saveIDsLocked() {
 	}
 }
 
-// Check reports the device ("cpu/avx2", …) and whether the weight
-// directory holds every file of the configured versions, and loads the
-// first version's networks. Missing weights (see [Engine]), a cache
-// directory that cannot be opened and weights that cannot be loaded are
-// errors.
+// Check reports the device (the backend's Name, e.g. "cpu/avx2"; empty
+// when the backend could not be started) and whether the weight directory
+// holds every file of the configured versions, and loads the first
+// version's networks. Missing weights (see [Engine]), a backend that does
+// not start, a cache directory that cannot be opened and weights that
+// cannot be loaded are errors.
 func (e *Engine) Check(ctx context.Context) (engine.CheckResult, error) {
-	res := engine.CheckResult{Device: "cpu/" + cpu.BestISA().String()}
+	var res engine.CheckResult
 	r, err := e.renderer(ctx)
 	if err != nil {
 		return res, fmt.Errorf("musetalk engine: %w", err)
@@ -209,7 +212,8 @@ func (e *Engine) CachedAvatars() []string {
 	return out
 }
 
-// Close releases the Renderer's networks and backend.
+// Close releases the Renderer's networks and the backend it made (see
+// [Options.Backend]).
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()

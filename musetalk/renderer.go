@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/avatargen/musetalk/kernels"
-	"github.com/avatargen/musetalk/kernels/cpu"
 	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/musetalk/avatar"
 	"github.com/avatargen/musetalk/musetalk/face"
@@ -44,12 +43,15 @@ type Options struct {
 	// WeightsDir is the weight directory (modeldir layout); default
 	// modeldir.Default().
 	WeightsDir string
-	// Backend runs the networks. Nil means a CPU backend with Threads
-	// threads, owned by the Renderer and closed by Close; a given backend
-	// is the caller's.
+	// Backend runs the networks and stays the caller's: the Renderer never
+	// closes it. Exactly one of Backend and NewBackend must be set; the
+	// package names no backend itself.
 	Backend kernels.Backend
-	// Threads is the CPU backend's thread count; 0 means all cores.
-	Threads int
+	// NewBackend makes the backend, once, in [New]; the Renderer owns what
+	// it returns and closes it in Close. A failure fails New, so the
+	// worker's engine, which makes its Renderer in its first Check or Run,
+	// reports a device that cannot start and tries again on the next call.
+	NewBackend func() (kernels.Backend, error)
 	// CacheDir holds prepared avatars; default DefaultCacheDir().
 	CacheDir string
 	// CacheMaxBytes bounds the avatar cache; default DefaultCacheMaxBytes
@@ -114,8 +116,9 @@ func (l *loaded) close() {
 	l.m.Close()
 }
 
-// New opens the avatar cache and the backend. It loads no network: that
-// happens on the first render of each version, or in Load.
+// New opens the avatar cache and takes or makes the backend (see
+// [Options.Backend]). It loads no network: that happens on the first
+// render of each version, or in Load.
 func New(ctx context.Context, opts Options) (*Renderer, error) {
 	opts.WeightsDir = cmp.Or(opts.WeightsDir, modeldir.Default())
 	opts.CacheDir = cmp.Or(opts.CacheDir, DefaultCacheDir())
@@ -126,8 +129,8 @@ func New(ctx context.Context, opts Options) (*Renderer, error) {
 	if opts.CRF < 1 || opts.CRF > 51 {
 		return nil, fmt.Errorf("musetalk: CRF %d is outside 1..51", opts.CRF)
 	}
-	if opts.Threads < 0 {
-		return nil, fmt.Errorf("musetalk: %d threads", opts.Threads)
+	if (opts.Backend == nil) == (opts.NewBackend == nil) {
+		return nil, errors.New("musetalk: set exactly one of Options.Backend and Options.NewBackend")
 	}
 	r := &Renderer{opts: opts, weights: modeldir.Dir(opts.WeightsDir), log: cmp.Or(opts.Logger, slog.Default()),
 		models: map[string]*loaded{}}
@@ -138,17 +141,21 @@ func New(ctx context.Context, opts Options) (*Renderer, error) {
 	r.cache = cache
 	if opts.Backend != nil {
 		r.backend = opts.Backend
-	} else {
-		b, err := cpu.New(cpu.Options{Threads: opts.Threads})
-		if err != nil {
-			return nil, fmt.Errorf("musetalk: starting the CPU backend: %w", err)
-		}
-		r.backend, r.ownBackend = b, true
+		return r, nil
 	}
+	b, err := opts.NewBackend()
+	if err != nil {
+		return nil, fmt.Errorf("musetalk: starting the backend: %w", err)
+	}
+	if b == nil {
+		return nil, errors.New("musetalk: starting the backend: Options.NewBackend returned no backend")
+	}
+	r.backend, r.ownBackend = b, true
 	return r, nil
 }
 
-// Device names the backend the networks run on, e.g. "cpu/avx2".
+// Device names the backend the networks run on: its Name, e.g.
+// "cpu/avx2".
 func (r *Renderer) Device() string { return r.backend.Name() }
 
 // WeightsDir returns the weight directory in use.
@@ -244,8 +251,8 @@ func (r *Renderer) build(m *modeldir.Models) (*loaded, error) {
 		detector: face.NewDetector(m.S3FD, r.backend), parser: face.NewParser(m.BiSeNet, r.backend)}, nil
 }
 
-// Close releases the networks and, when the Renderer made it, the
-// backend. Renders must have returned.
+// Close releases the networks and, when it came from
+// [Options.NewBackend], the backend. Renders must have returned.
 func (r *Renderer) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

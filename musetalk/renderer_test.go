@@ -129,7 +129,7 @@ func setupRender(t *testing.T) *renderBundle {
 	needFFmpeg(t)
 	dir := t.TempDir()
 	r, err := New(context.Background(), Options{
-		WeightsDir: tinyWeights(t), CacheDir: filepath.Join(dir, "cache"), Threads: 2, Preset: "ultrafast",
+		WeightsDir: tinyWeights(t), CacheDir: filepath.Join(dir, "cache"), NewBackend: cpuBackend(2), Preset: "ultrafast",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -344,7 +344,7 @@ func TestRenderMissingWeights(t *testing.T) {
 	t.Parallel()
 	needFFmpeg(t)
 	dir := t.TempDir()
-	r, err := New(context.Background(), Options{WeightsDir: filepath.Join(dir, "weights"), CacheDir: filepath.Join(dir, "cache"), Threads: 1})
+	r, err := New(context.Background(), Options{WeightsDir: filepath.Join(dir, "weights"), CacheDir: filepath.Join(dir, "cache"), NewBackend: cpuBackend(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +363,7 @@ func TestEngineWithoutWeights(t *testing.T) {
 	t.Parallel()
 	needFFmpeg(t)
 	dir := t.TempDir()
-	e := NewEngine(EngineOptions{Options: Options{WeightsDir: filepath.Join(dir, "w"), CacheDir: filepath.Join(dir, "c"), Threads: 1,
+	e := NewEngine(EngineOptions{Options: Options{WeightsDir: filepath.Join(dir, "w"), CacheDir: filepath.Join(dir, "c"), NewBackend: cpuBackend(1),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}})
 	defer e.Close()
 	res, err := e.Check(context.Background())
@@ -390,7 +390,7 @@ func TestEngineRunsAndReportsAvatars(t *testing.T) {
 	t.Parallel()
 	needFFmpeg(t)
 	dir := t.TempDir()
-	e := NewEngine(EngineOptions{Options: Options{WeightsDir: tinyWeights(t), CacheDir: filepath.Join(dir, "c"), Threads: 2, Preset: "ultrafast",
+	e := NewEngine(EngineOptions{Options: Options{WeightsDir: tinyWeights(t), CacheDir: filepath.Join(dir, "c"), NewBackend: cpuBackend(2), Preset: "ultrafast",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}})
 	defer e.Close()
 	res, err := e.Check(context.Background())
@@ -411,7 +411,7 @@ func TestEngineRunsAndReportsAvatars(t *testing.T) {
 		t.Errorf("CachedAvatars %v, want [avatar-1]", got)
 	}
 	// A restarted engine over the same cache reports it before any job.
-	e2 := NewEngine(EngineOptions{Options: Options{WeightsDir: tinyWeights(t), CacheDir: filepath.Join(dir, "c"), Threads: 1,
+	e2 := NewEngine(EngineOptions{Options: Options{WeightsDir: tinyWeights(t), CacheDir: filepath.Join(dir, "c"), NewBackend: cpuBackend(1),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}})
 	defer e2.Close()
 	if _, err := e2.Check(context.Background()); err != nil {
@@ -431,7 +431,7 @@ func TestEngineRunsAndReportsAvatars(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e3 := NewEngine(EngineOptions{Options: Options{WeightsDir: tinyWeights(t), CacheDir: filepath.Join(dir, "c"), Threads: 1,
+	e3 := NewEngine(EngineOptions{Options: Options{WeightsDir: tinyWeights(t), CacheDir: filepath.Join(dir, "c"), NewBackend: cpuBackend(1),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}})
 	defer e3.Close()
 	if _, err := e3.Check(context.Background()); err != nil {

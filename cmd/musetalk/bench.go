@@ -26,15 +26,16 @@ func benchCommand() *cli.Command {
 sd-vae-ft-mse decoder with seeded random weights and reports, per batch
 size, seconds per frame for the UNet, the VAE decoder and both, the
 GFLOP/s each reached (FLOPs counted from the ops' shapes), and the
-process's peak resident memory. Needs about 8 GB of memory.`,
-			Flags: []cli.Flag{
+process's peak resident memory. Needs about 8 GB of memory. The networks
+run on --device; --isa and --conv choose the CPU device's code paths and
+are refused when the networks would run elsewhere.`,
+			Flags: append([]cli.Flag{
 				&cli.IntSliceFlag{Name: "batch", Value: cli.NewIntSlice(1, 8), Usage: "batch sizes to time"},
 				&cli.IntFlag{Name: "iters", Value: 2, Usage: "timed passes per network and batch size"},
-				&cli.IntFlag{Name: "threads", Usage: "threads for the CPU backend", DefaultText: "all cores"},
-				&cli.StringFlag{Name: "isa", Value: "auto", Usage: "CPU code path: auto, go, avx2 or avx512"},
-				&cli.StringFlag{Name: "conv", Value: "auto", Usage: "3×3 convolution algorithm: auto, direct or winograd"},
+				&cli.StringFlag{Name: "isa", Value: "auto", Usage: "cpu device only: code path, auto, go, avx2 or avx512"},
+				&cli.StringFlag{Name: "conv", Value: "auto", Usage: "cpu device only: 3×3 convolution algorithm, auto, direct or winograd"},
 				&cli.Float64Flag{Name: "peak-gflops", Usage: "the machine's peak GFLOP/s, to report each network's share of it"},
-			},
+			}, deviceFlags("threads of the cpu device")...),
 			Action: runBenchModel,
 		}, benchPipelineCommand()},
 	}
@@ -67,14 +68,31 @@ func runBenchModel(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cb, err := cpu.New(cpu.Options{ISA: isa, Threads: c.Int("threads"), Conv3x3: algo})
+	log, err := logger(c)
 	if err != nil {
-		return fmt.Errorf("starting the CPU backend: %w", err)
+		return err
 	}
-	defer cb.Close()
-	b := &flopCounter{Backend: cb}
+	device, err := deviceConfigFrom(c, log)
+	if err != nil {
+		return err
+	}
+	device.cpu.ISA, device.cpu.Conv3x3 = isa, algo
+	be, err := device.open()
+	if err != nil {
+		return err
+	}
+	defer be.Close()
 	out := c.App.Writer
-	fmt.Fprintf(out, "backend %s, %d threads, GOMAXPROCS %d, 3×3 convs %s\n", cb.Name(), cb.Threads(), runtime.GOMAXPROCS(0), algo)
+	cb, onCPU := be.(*cpu.Backend)
+	switch {
+	case onCPU:
+		fmt.Fprintf(out, "backend %s, %d threads, GOMAXPROCS %d, 3×3 convs %s\n", cb.Name(), cb.Threads(), runtime.GOMAXPROCS(0), algo)
+	case c.IsSet("isa") || c.IsSet("conv"):
+		return fmt.Errorf("--isa and --conv choose the cpu device's code paths, but the networks run on %s (use --device cpu)", be.Name())
+	default:
+		fmt.Fprintf(out, "backend %s\n", be.Name())
+	}
+	b := &flopCounter{Backend: be}
 	peak := c.Float64("peak-gflops")
 	for _, batch := range c.IntSlice("batch") {
 		if batch < 1 {

@@ -29,7 +29,7 @@ rest per output frame) and the process's peak resident memory.
 Without --weights it writes the full-size networks with seeded random
 weights (about 1.9 GB) into a temporary directory first, so the figures
 are those of the real network sizes without a download.`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "avatar", Usage: "still image or video with the face (required)", Required: true},
 			&cli.StringFlag{Name: "face-box", Usage: "x1,y1,x2,y2: skip detection and use this box"},
 			&cli.Float64Flag{Name: "seconds", Value: 4, Usage: "length of the audio, in seconds"},
@@ -38,9 +38,8 @@ are those of the real network sizes without a download.`,
 			&cli.StringFlag{Name: "version", Value: musetalk.DefaultVersion, Usage: "MuseTalk version: v15 or v1"},
 			&cli.StringFlag{Name: "parsing-mode", Usage: "v1.5 blend mask: jaw (default) or raw"},
 			&cli.StringFlag{Name: "weights", Usage: "weight directory (default: full-size random weights in a temporary directory)"},
-			&cli.IntFlag{Name: "threads", Usage: "CPU threads", DefaultText: "all cores"},
 			&cli.StringFlag{Name: "work-dir", Usage: "where the temporary weights, cache and output go (default: the system's temporary directory)"},
-		},
+		}, deviceFlags("threads of the cpu device")...),
 		Action: runBenchPipeline,
 	}
 }
@@ -67,6 +66,14 @@ func runBenchPipeline(c *cli.Context) error {
 	if _, err := os.Stat(c.String("avatar")); err != nil {
 		return fmt.Errorf("--avatar: %w", err)
 	}
+	log, err := logger(c)
+	if err != nil {
+		return err
+	}
+	device, err := deviceConfigFrom(c, log)
+	if err != nil {
+		return err
+	}
 	work, err := os.MkdirTemp(c.String("work-dir"), "musetalk-bench-")
 	if err != nil {
 		return fmt.Errorf("creating the work directory: %w", err)
@@ -91,12 +98,8 @@ func runBenchPipeline(c *cli.Context) error {
 		return fmt.Errorf("generating the audio with ffmpeg: %w: %s", err, msg)
 	}
 
-	log, err := logger(c)
-	if err != nil {
-		return err
-	}
 	r, err := musetalk.New(c.Context, musetalk.Options{
-		WeightsDir: weightsDir, Threads: c.Int("threads"), CacheDir: filepath.Join(work, "cache"), Logger: log,
+		WeightsDir: weightsDir, NewBackend: device.open, CacheDir: filepath.Join(work, "cache"), Logger: log,
 	})
 	if err != nil {
 		return err

@@ -27,8 +27,10 @@ Weights come from --weights (default $MUSETALK_WEIGHTS or
 ~/.cache/musetalk/weights); fetch them with ` + "`musetalk weights fetch`" + `, or
 write random tiny ones for a dry run with ` + "`musetalk weights tiny --out DIR`" + `.
 Without --face-box the S3FD detector finds the face in every frame; frames
-without a face pass through unchanged. See docs/PIPELINE.md.`,
-		Flags: []cli.Flag{
+without a face pass through unchanged. The networks run on --device (auto:
+the GPU when this build has CUDA and one is usable, else the CPU). See
+docs/PIPELINE.md.`,
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "avatar", Usage: "still image or video with the face (required)", Required: true},
 			&cli.StringFlag{Name: "audio", Usage: "speech track: any file ffmpeg reads with an audio stream (required)", Required: true},
 			&cli.StringFlag{Name: "out", Usage: "MP4 file to write (required); it appears only when the render succeeds", Required: true},
@@ -40,11 +42,10 @@ without a face pass through unchanged. See docs/PIPELINE.md.`,
 			&cli.IntFlag{Name: "bbox-shift", Usage: "v1: move the face box's upper edge (positive opens the mouth more)"},
 			&cli.IntFlag{Name: "extra-margin", Usage: "v1.5: extend the face box downwards by this many pixels", DefaultText: "10"},
 			&cli.StringFlag{Name: "parsing-mode", Usage: "v1.5 blend mask: jaw (default) or raw"},
-			&cli.IntFlag{Name: "threads", Usage: "CPU threads", DefaultText: "all cores", EnvVars: []string{"MUSETALK_THREADS"}},
 			&cli.IntFlag{Name: "crf", Value: musetalk.DefaultCRF, Usage: "libx264 quality, 1 (best) to 51"},
 			&cli.StringFlag{Name: "avatar-cache", Usage: "directory of prepared avatars (default: " + musetalk.DefaultCacheDir() + ")", EnvVars: []string{"MUSETALK_AVATAR_CACHE"}},
 			&cli.Int64Flag{Name: "avatar-cache-max-bytes", Value: musetalk.DefaultCacheMaxBytes, Usage: "size bound of the avatar cache", EnvVars: []string{"MUSETALK_AVATAR_CACHE_MAX_BYTES"}},
-		},
+		}, deviceFlags("threads of the cpu device")...),
 		Action: runRender,
 	}
 }
@@ -65,6 +66,10 @@ func runRender(c *cli.Context) error {
 	if err := checkOutDir(out); err != nil {
 		return err
 	}
+	device, err := deviceConfigFrom(c, log)
+	if err != nil {
+		return err
+	}
 	for _, f := range []string{"avatar", "audio"} {
 		if _, err := os.Stat(c.String(f)); err != nil {
 			return fmt.Errorf("--%s: %w", f, err)
@@ -79,7 +84,7 @@ func runRender(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	r, err := musetalk.New(ctx, musetalk.Options{
-		WeightsDir: c.String("weights"), Threads: c.Int("threads"), CRF: c.Int("crf"),
+		WeightsDir: c.String("weights"), NewBackend: device.open, CRF: c.Int("crf"),
 		CacheDir: c.String("avatar-cache"), CacheMaxBytes: c.Int64("avatar-cache-max-bytes"), Logger: log,
 	})
 	if err != nil {

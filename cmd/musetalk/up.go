@@ -181,6 +181,11 @@ func runUp(c *cli.Context) error {
 			return fmt.Errorf("--engine %q: unknown engine (available: %s, %s)", name, musetalk.EngineName, preview.Name)
 		}
 	}
+	workerLog := log.With("component", "worker")
+	settings, err := engineSettingsFrom(c, workerLog)
+	if err != nil {
+		return err
+	}
 	// Weights to fetch are fetched once the control plane answers, so a
 	// job submitted meanwhile waits in the queue; refusals come first.
 	fetchDir, err := upWeightsToFetch(c)
@@ -225,13 +230,12 @@ func runUp(c *cli.Context) error {
 		WorkDir:        c.String("work-dir"),
 		Grace:          c.Duration("grace"),
 		Version:        version,
-		Logger:         log.With("component", "worker"),
+		Logger:         workerLog,
 		TracerProvider: tr.Provider,
 	}
 	if wcfg.WorkDir == "" {
 		wcfg.WorkDir = filepath.Join(dataDir, "work")
 	}
-	settings := engineSettingsFrom(c, wcfg.Logger)
 	for _, name := range engines {
 		e, err := newEngineWith(name, settings)
 		if err != nil {

@@ -302,10 +302,11 @@ func TestUpHealthAddrTaken(t *testing.T) {
 
 func TestUpRejectsBadFlags(t *testing.T) {
 	// Not parallel: see cliRun.
-	for _, tc := range []struct {
+	type flagCase struct {
 		args []string
 		want string
-	}{
+	}
+	cases := []flagCase{
 		{[]string{"--engine", "sora"}, "sora"},
 		// An unknown engine beside musetalk is refused before a download
 		// of the weights (the empty dir and a hub nobody answers would
@@ -316,7 +317,14 @@ func TestUpRejectsBadFlags(t *testing.T) {
 		// The default engine without weights and told not to fetch them:
 		// a clear refusal, not a queue that never moves.
 		{[]string{"--weights", t.TempDir(), "--no-fetch"}, "musetalk weights fetch"},
-	} {
+		// No such device, or one this build lacks, is refused before any
+		// download.
+		{[]string{"--weights", t.TempDir(), "--endpoint", "http://hub.invalid", "--device", "gpu"}, `--device "gpu": want auto, cuda or cpu`},
+	}
+	if !cudaBuilt() {
+		cases = append(cases, flagCase{[]string{"--weights", t.TempDir(), "--endpoint", "http://hub.invalid", "--device", "cuda"}, "built without CUDA support"})
+	}
+	for _, tc := range cases {
 		out := newWatchBuffer()
 		args := append([]string{"up", "--data-dir", t.TempDir(), "--health-addr", "127.0.0.1:0", "--addr", "127.0.0.1:0"}, tc.args...)
 		err := cliRun(context.Background(), out, out, args...)

@@ -61,13 +61,16 @@ also during long jobs) and /ready on port 8000. SIGTERM or SIGINT drains:
 no new claims, the current job gets --grace to finish, then is released; a
 second signal releases it at once.
 
-Engines: musetalk (the default: MuseTalk on this machine's CPU, weights from
+Engines: musetalk (the default: MuseTalk on --device, weights from
 --weights, prepared avatars kept in --avatar-cache) and preview (muxes the
-avatar and the audio, no model). A worker whose weight directory is
-incomplete stays alive but is not ready and claims no job: its self-check
-(in /health and the control plane's registry) names the missing files and
-the command that fetches them. Use --engine preview to run without
-weights.`,
+avatar and the audio, no model). --device auto takes the GPU when this
+build has CUDA and one is usable, else the CPU; the self-check names the
+backend (e.g. cpu/avx512), heartbeats report GPU_CLASS_NAME as given. A
+worker whose weight directory is incomplete, or whose device does not
+start, stays alive but is not ready and claims no job: its self-check (in
+/health and the control plane's registry) names the missing files and the
+command that fetches them, or the device's error. Use --engine preview to
+run without weights.`,
 		Flags:  flags,
 		Action: runWorker,
 	}
@@ -107,11 +110,14 @@ func runWorker(c *cli.Context) error {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
+	settings, err := engineSettingsFrom(c, log)
+	if err != nil {
+		return err
+	}
 	cfg.Blob, err = workerBlob(ctx, c, cfg)
 	if err != nil {
 		return err
 	}
-	settings := engineSettingsFrom(c, log)
 	for _, name := range c.StringSlice("engine") {
 		e, err := newEngineWith(name, settings)
 		if err != nil {
@@ -153,29 +159,34 @@ func workerBlob(ctx context.Context, c *cli.Context, cfg worker.Config) (blob.St
 }
 
 // engineSettings configure the MuseTalk engine; zero values take the
-// defaults (modeldir.Default(), musetalk.DefaultCacheDir(), …).
+// defaults (modeldir.Default(), musetalk.DefaultCacheDir(), device auto,
+// …).
 type engineSettings struct {
 	weightsDir    string
 	cacheDir      string
 	cacheMaxBytes int64
-	threads       int
+	device        deviceConfig
 	logger        *slog.Logger
 }
 
 // musetalkEngineFlags are the MuseTalk engine's flags of `musetalk worker`.
 func musetalkEngineFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "weights", Usage: "weight directory of the musetalk engine (default: " + modeldir.Default() + "; fill it with: musetalk weights fetch)", EnvVars: []string{"MUSETALK_WEIGHTS"}},
 		&cli.StringFlag{Name: "avatar-cache", Usage: "directory of prepared avatars (default: " + musetalk.DefaultCacheDir() + ")", EnvVars: []string{"MUSETALK_AVATAR_CACHE"}},
 		&cli.Int64Flag{Name: "avatar-cache-max-bytes", Value: musetalk.DefaultCacheMaxBytes, Usage: "size bound of the avatar cache; least recently used avatars go first", EnvVars: []string{"MUSETALK_AVATAR_CACHE_MAX_BYTES"}},
-		&cli.IntFlag{Name: "threads", Usage: "CPU threads of the musetalk engine", DefaultText: "all cores", EnvVars: []string{"MUSETALK_THREADS"}},
-	}
+	}, deviceFlags("threads of the musetalk engine on the cpu device")...)
 }
 
-// engineSettingsFrom reads musetalkEngineFlags.
-func engineSettingsFrom(c *cli.Context, log *slog.Logger) engineSettings {
+// engineSettingsFrom reads musetalkEngineFlags; a bad --device or
+// --threads is an error.
+func engineSettingsFrom(c *cli.Context, log *slog.Logger) (engineSettings, error) {
+	device, err := deviceConfigFrom(c, log)
+	if err != nil {
+		return engineSettings{}, err
+	}
 	return engineSettings{weightsDir: c.String("weights"), cacheDir: c.String("avatar-cache"),
-		cacheMaxBytes: c.Int64("avatar-cache-max-bytes"), threads: c.Int("threads"), logger: log}
+		cacheMaxBytes: c.Int64("avatar-cache-max-bytes"), device: device, logger: log}, nil
 }
 
 // newEngine builds a worker engine by name with default settings.
@@ -184,14 +195,15 @@ func newEngine(name string) (engine.Engine, error) {
 }
 
 // newEngineWith builds a worker engine by name. The musetalk engine opens
-// nothing here: it checks its weights and opens its cache in the worker's
-// self-check, which fails (and the worker claims nothing) without weights.
+// nothing here: it starts its device, checks its weights and opens its
+// cache in the worker's self-check, which fails (and the worker claims
+// nothing) without weights or when the device does not start.
 func newEngineWith(name string, s engineSettings) (engine.Engine, error) {
 	switch name {
 	case musetalk.EngineName:
 		return musetalk.NewEngine(musetalk.EngineOptions{Options: musetalk.Options{
 			WeightsDir: s.weightsDir, CacheDir: s.cacheDir, CacheMaxBytes: s.cacheMaxBytes,
-			Threads: s.threads, Logger: s.logger,
+			NewBackend: s.device.open, Logger: s.logger,
 		}}), nil
 	case preview.Name:
 		return preview.New(preview.Options{}), nil
