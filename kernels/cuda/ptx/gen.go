@@ -1,0 +1,52 @@
+//go:build ignore
+
+// gen compiles every kernels/cuda/src/*.cu to PTX for each target of
+// ptx.Targets with nvcc, writing <source>.<target>.ptx here. Run from this
+// directory (go generate does). NVCC names the compiler (default nvcc).
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// targets must match ptx.Targets (checked by TestPTXIsCurrent).
+var targets = []string{"compute_70"}
+
+func main() {
+	if err := run("../src", "."); err != nil {
+		fmt.Fprintln(os.Stderr, "gen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(srcDir, outDir string) error {
+	nvcc := os.Getenv("NVCC")
+	if nvcc == "" {
+		nvcc = "nvcc"
+	}
+	sources, err := filepath.Glob(filepath.Join(srcDir, "*.cu"))
+	if err != nil {
+		return err
+	}
+	old, _ := filepath.Glob(filepath.Join(outDir, "*.ptx"))
+	for _, f := range old {
+		os.Remove(f)
+	}
+	for _, src := range sources {
+		base := strings.TrimSuffix(filepath.Base(src), ".cu")
+		for _, t := range targets {
+			out := filepath.Join(outDir, base+"."+t+".ptx")
+			// -lineinfo off and no -G: the PTX depends only on the source,
+			// the compiler version and these flags.
+			cmd := exec.Command(nvcc, "-ptx", "-arch="+t, "-O3", "-std=c++14", "-I", srcDir, "-o", out, src)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, b)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+// common.cuh: included first by every kernel source. It keeps one .cu text
+// valid for nvcc (PTX for the GPU) and for the host C compiler running on
+// the emulator (kernels/cuda/emu, whose cuda_emu.h comes first).
+//
+// Rules for kernel sources: the C-compatible subset of CUDA C++ (no
+// templates, classes, references or overloads); kernels are declared
+//   KERNEL void name(params)
+// on one line up to the opening parenthesis, with parameters of type
+// pointer, int, unsigned or float (the generator of the emulator's
+// trampolines reads these declarations); names are unique across files.
+#ifndef MUSETALK_COMMON_CUH
+#define MUSETALK_COMMON_CUH
+
+#ifdef __CUDACC__
+#include <cuda_fp16.h>
+#define KERNEL extern "C" __global__
+#define DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
+#else
+#ifndef CUDA_EMU_H
+#error "the emulator includes cuda_emu.h before the kernel sources"
+#endif
+#define KERNEL __global__
+#define DYNAMIC_SHARED(type, name) type *name = (type *)emu_dynamic_shared()
+#endif
+
+#define FULL_MASK 0xffffffffu
+
+__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
+
+// Grid-stride loop over [0, n): every thread of the grid takes every
+// (blockDim.x·gridDim.x)-th index.
+#define GRID_STRIDE(i, n) \
+	for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)
+
+__device__ __forceinline__ float warp_sum(float v) {
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(FULL_MASK, v, o);
+	return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+	for (int o = 16; o > 0; o >>= 1)
+		v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+	return v;
+}
+
+// block_sum and block_max reduce v over a one-dimensional block whose size
+// is a multiple of 32 and return the result to every thread. scratch is
+// __shared__ float[33] of the caller; the block may reuse it after the
+// call returns.
+__device__ __forceinline__ float block_sum(float v, float *scratch) {
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+	v = warp_sum(v);
+	if (lane == 0)
+		scratch[warp] = v;
+	__syncthreads();
+	if (warp == 0) {
+		v = lane < nwarps ? scratch[lane] : 0.0f;
+		v = warp_sum(v);
+		if (lane == 0)
+			scratch[32] = v;
+	}
+	__syncthreads();
+	v = scratch[32];
+	__syncthreads();
+	return v;
+}
+
+__device__ __forceinline__ float block_max(float v, float *scratch) {
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+	v = warp_max(v);
+	if (lane == 0)
+		scratch[warp] = v;
+	__syncthreads();
+	if (warp == 0) {
+		v = lane < nwarps ? scratch[lane] : -INFINITY;
+		v = warp_max(v);
+		if (lane == 0)
+			scratch[32] = v;
+	}
+	__syncthreads();
+	v = scratch[32];
+	__syncthreads();
+	return v;
+}
+
+#endif

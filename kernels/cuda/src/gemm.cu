@@ -1,0 +1,65 @@
+// gemm.cu: fp32 GEMM with shared-memory tiles (CUDA cores; tensor-core
+// kernels come with fp16).
+#include "common.cuh"
+
+#define GEMM_BM 64
+#define GEMM_BN 64
+#define GEMM_BK 16
+
+// sgemm_f32 computes, for each batch entry z (blockIdx.z strides over
+// batch),
+//   C[z][m][n] = alpha · Σ_k A(m,k)·B(k,n) + bias[n]     (bias may be null)
+// with A(m,k) = A[z·sa + m·sam + k·sak] and B(k,n) = B[z·sb + k·sbk +
+// n·sbn] (strides in elements, so transposes and shared operands cost
+// nothing) and C row-major with rows of N. Blocks are 16×16 threads; each
+// block computes a 64×64 tile of C, each thread a 4×4 lattice of it with a
+// stride of 16, staging 64×16 slices of A and B through shared memory. Any
+// M, N, K works: tiles read zeros past the edges and skip the stores.
+KERNEL void sgemm_f32(float *C, const float *A, const float *B, const float *bias, int M, int N, int K, int batch, int sa, int sam, int sak, int sb, int sbk, int sbn, float alpha) {
+	__shared__ float As[GEMM_BK][GEMM_BM + 1];
+	__shared__ float Bs[GEMM_BK][GEMM_BN + 1];
+	int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
+	int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
+	for (int z = blockIdx.z; z < batch; z += gridDim.z) {
+		const float *Az = A + (size_t)z * sa;
+		const float *Bz = B + (size_t)z * sb;
+		float acc[4][4];
+		for (int i = 0; i < 4; i++)
+			for (int j = 0; j < 4; j++)
+				acc[i][j] = 0.0f;
+		for (int k0 = 0; k0 < K; k0 += GEMM_BK) {
+			// 256 threads stage 64×16 elements of each operand, 4 apiece.
+			for (int e = tid; e < GEMM_BM * GEMM_BK; e += 256) {
+				int kk = e % GEMM_BK, mm = e / GEMM_BK;
+				int m = m0 + mm, k = k0 + kk;
+				As[kk][mm] = m < M && k < K ? Az[(size_t)m * sam + (size_t)k * sak] : 0.0f;
+				int nn = e % GEMM_BN, kb = e / GEMM_BN;
+				int n = n0 + nn, k2 = k0 + kb;
+				Bs[kb][nn] = n < N && k2 < K ? Bz[(size_t)k2 * sbk + (size_t)n * sbn] : 0.0f;
+			}
+			__syncthreads();
+			for (int kk = 0; kk < GEMM_BK; kk++) {
+				float a[4], b[4];
+				for (int i = 0; i < 4; i++)
+					a[i] = As[kk][ty + 16 * i];
+				for (int j = 0; j < 4; j++)
+					b[j] = Bs[kk][tx + 16 * j];
+				for (int i = 0; i < 4; i++)
+					for (int j = 0; j < 4; j++)
+						acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+			}
+			__syncthreads();
+		}
+		float *Cz = C + (size_t)z * M * N;
+		for (int i = 0; i < 4; i++) {
+			int m = m0 + ty + 16 * i;
+			if (m >= M)
+				continue;
+			for (int j = 0; j < 4; j++) {
+				int n = n0 + tx + 16 * j;
+				if (n < N)
+					Cz[(size_t)m * N + n] = alpha * acc[i][j] + (bias ? bias[n] : 0.0f);
+			}
+		}
+	}
+}
