@@ -11,15 +11,15 @@
 //   C[z][m][n] = alpha · Σ_k A(m,k)·B(k,n) + bias[n]     (bias may be null)
 // with A(m,k) = A[z·sa + m·sam + k·sak] and B(k,n) = B[z·sb + k·sbk +
 // n·sbn] (strides in elements, so transposes and shared operands cost
-// nothing) and C row-major with rows of N. Blocks are 16×16 threads; each
-// block computes a 64×64 tile of C, each thread a 4×4 lattice of it with a
+// nothing) and C row-major with rows of N. The grid is (⌈M/64⌉, ⌈N/64⌉,
+// ≤ batch) blocks of 16×16 threads; each block computes a 64×64 tile of C, each thread a 4×4 lattice of it with a
 // stride of 16, staging 64×16 slices of A and B through shared memory. Any
 // M, N, K works: tiles read zeros past the edges and skip the stores.
 KERNEL void sgemm_f32(float *C, const float *A, const float *B, const float *bias, int M, int N, int K, int batch, int sa, int sam, int sak, int sb, int sbk, int sbn, float alpha) {
 	__shared__ float As[GEMM_BK][GEMM_BM + 1];
 	__shared__ float Bs[GEMM_BK][GEMM_BN + 1];
 	int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
-	int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
+	int m0 = blockIdx.x * GEMM_BM, n0 = blockIdx.y * GEMM_BN; // grid.x has the larger limit
 	for (int z = blockIdx.z; z < batch; z += gridDim.z) {
 		const float *Az = A + (size_t)z * sa;
 		const float *Bz = B + (size_t)z * sb;

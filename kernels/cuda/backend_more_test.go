@@ -1,0 +1,241 @@
+package cuda_test
+
+import (
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/avatargen/musetalk/kernels"
+	"github.com/avatargen/musetalk/kernels/cpu"
+	"github.com/avatargen/musetalk/kernels/cuda"
+	"github.com/avatargen/musetalk/kernels/cuda/emu"
+)
+
+// spyDriver counts allocations and can fail chosen calls.
+type spyDriver struct {
+	cuda.Driver
+	allocs, frees int
+	failLaunch    string // kernel whose launches fail
+	failSync      error
+}
+
+func (s *spyDriver) Alloc(n int) (cuda.DevPtr, error) {
+	s.allocs++
+	return s.Driver.Alloc(n)
+}
+
+func (s *spyDriver) Free(p cuda.DevPtr) error {
+	s.frees++
+	return s.Driver.Free(p)
+}
+
+func (s *spyDriver) Launch(k string, grid, block cuda.Dim3, shared int, args ...any) error {
+	if k == s.failLaunch {
+		return errors.New("injected launch failure")
+	}
+	return s.Driver.Launch(k, grid, block, shared, args...)
+}
+
+func (s *spyDriver) Sync() error {
+	if s.failSync != nil {
+		return s.failSync
+	}
+	return s.Driver.Sync()
+}
+
+func newSpy(t *testing.T, opts cuda.Options) (*cuda.Backend, *spyDriver) {
+	t.Helper()
+	s := &spyDriver{Driver: emu.New()}
+	b, err := cuda.New(s, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b, s
+}
+
+func random(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	return v
+}
+
+// TestPoolReuse runs a small layer twice: the second pass allocates no
+// device memory.
+func TestPoolReuse(t *testing.T) {
+	b, spy := newSpy(t, cuda.Options{})
+	rng := rand.New(rand.NewPCG(1, 1))
+	w := b.Weight(random(rng, 16*8), 16, 8)
+	pass := func() {
+		x := kernels.Upload(b, random(rng, 5*8), 5, 8)
+		h := b.Alloc(5, 16)
+		b.Linear(h, x, w, nil)
+		b.Softmax(h, h)
+		o := b.Alloc(5, 16)
+		b.GELU(o, h)
+		b.Free(x)
+		b.Free(h)
+		b.Free(o)
+	}
+	pass()
+	first := spy.allocs
+	pass()
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if spy.allocs != first {
+		t.Errorf("second pass allocated %d times", spy.allocs-first)
+	}
+	b.ReleasePool()
+	if spy.frees != first-1 { // all but the weight
+		t.Errorf("ReleasePool freed %d allocations, want %d", spy.frees, first-1)
+	}
+}
+
+func TestMaxPoolBytes(t *testing.T) {
+	b, spy := newSpy(t, cuda.Options{MaxPoolBytes: 1024})
+	x, y := b.Alloc(200), b.Alloc(200) // 1024 bytes each after rounding
+	b.Free(x)
+	b.Free(y)
+	if spy.frees != 1 {
+		t.Errorf("%d frees reached the driver, want 1 (one buffer fits the pool)", spy.frees)
+	}
+}
+
+// TestErrorsSurfaceAtSync checks that a failed launch is reported, naming
+// the op, by Sync and Download, and sticks.
+func TestErrorsSurfaceAtSync(t *testing.T) {
+	b, spy := newSpy(t, cuda.Options{})
+	spy.failLaunch = "softmax_rows_f32"
+	x := kernels.Upload(b, []float32{1, 2, 3}, 1, 3)
+	b.Softmax(x, x) // returns: the error is asynchronous
+	err := b.Sync()
+	if err == nil || !strings.Contains(err.Error(), "cuda: Softmax: injected launch failure") {
+		t.Fatalf("Sync = %v", err)
+	}
+	if err2 := b.Download(make([]float32, 3), x); err2 != err {
+		t.Errorf("Download = %v, want the sticky %v", err2, err)
+	}
+
+	b2, spy2 := newSpy(t, cuda.Options{})
+	spy2.failSync = errors.New("device lost")
+	if err := b2.Sync(); err == nil || !strings.Contains(err.Error(), "device lost") {
+		t.Errorf("Sync = %v, want the driver's error", err)
+	}
+}
+
+func TestPanics(t *testing.T) {
+	b := newEmu(t, cuda.Options{})
+	other := newEmu(t, cuda.Options{})
+	x := b.Alloc(2, 3)
+	freed := b.Alloc(2, 3)
+	b.Free(freed)
+	for _, c := range []struct {
+		name, want string
+		f          func()
+	}{
+		{"unsupported", "conv2d is not implemented", func() { b.Conv2D(x, x, x, nil, kernels.Conv2DParams{}) }},
+		{"host tensor", "is not a tensor of backend cuda/emu", func() { b.ReLU(x, kernels.New(2, 3)) }},
+		{"other backend", "is not a tensor of backend", func() { b.ReLU(x, other.Alloc(2, 3)) }},
+		{"freed", "was freed", func() { b.ReLU(x, freed) }},
+		{"double free", "was freed", func() { b.Free(freed) }},
+		{"free a view", "is a view", func() { b.Free(x.Slice(1, 2)) }},
+		{"shape", "want shape [2 3]", func() { b.ReLU(b.Alloc(3, 2), x) }},
+		{"broadcast", "cannot broadcast", func() { b.Add(x, x, b.Alloc(2, 1, 3)) }},
+		{"matmul K", "disagree on K", func() { b.MatMul(b.Alloc(2, 2), x, x, kernels.MatMulParams{}) }},
+		{"upload length", "Upload: 5 floats", func() { b.Upload(x, make([]float32, 5)) }},
+	} {
+		func() {
+			defer func() {
+				r := recover()
+				msg, _ := r.(string)
+				if !strings.Contains(msg, c.want) {
+					t.Errorf("%s: panic %v, want one containing %q", c.name, r, c.want)
+				}
+			}()
+			c.f()
+		}()
+	}
+	for _, op := range kernels.AllOps() {
+		want := map[kernels.Op]bool{kernels.OpAdd: true, kernels.OpCopy: true, kernels.OpGELU: true, kernels.OpLinear: true,
+			kernels.OpMatMul: true, kernels.OpMul: true, kernels.OpReLU: true, kernels.OpScale: true, kernels.OpSigmoid: true,
+			kernels.OpSiLU: true, kernels.OpSoftmax: true}[op]
+		if b.Supports(op) != want {
+			t.Errorf("Supports(%v) = %v", op, !want)
+		}
+	}
+}
+
+// TestAgainstCPU covers launch paths the shared cases do not reach: more
+// than four merged broadcast dimensions (several launches), softmax blocks
+// looping over rows, and inputs that are views at an offset. The CPU
+// backend is the reference; these ops round the same way on both.
+func TestAgainstCPU(t *testing.T) {
+	g := newEmu(t, cuda.Options{})
+	c, err := cpu.New(cpu.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(2, 2))
+	both := func(data []float32, shape ...int) (*kernels.Tensor, *kernels.Tensor) {
+		return kernels.Upload(g, data, shape...), kernels.Upload(c, data, shape...)
+	}
+	compare := func(name string, gt, ct *kernels.Tensor, tol float32) {
+		t.Helper()
+		got, want := make([]float32, gt.Len()), make([]float32, ct.Len())
+		if err := g.Download(got, gt); err != nil {
+			t.Fatal(err)
+		}
+		c.Download(want, ct)
+		for i := range got {
+			if d := got[i] - want[i]; d > tol || -d > tol || got[i] != got[i] {
+				t.Errorf("%s: element %d is %g, CPU %g", name, i, got[i], want[i])
+				return
+			}
+		}
+	}
+
+	a := []int{2, 3, 2, 3, 2, 3, 5}
+	x := []int{2, 1, 2, 1, 2, 1, 5}
+	ga, ca := both(random(rng, 2*3*2*3*2*3*5), a...)
+	gx, cx := both(random(rng, 2*2*2*5), x...)
+	for _, op := range []string{"Add", "Mul"} {
+		gd, cd := g.Alloc(a...), c.Alloc(a...)
+		if op == "Add" {
+			g.Add(gd, ga, gx)
+			c.Add(cd, ca, cx)
+		} else {
+			g.Mul(gd, ga, gx)
+			c.Mul(cd, ca, cx)
+		}
+		compare(op+" with six merged dimensions", gd, cd, 0)
+	}
+
+	gs, cs := both(random(rng, 300*70), 300, 70)
+	gd, cd := g.Alloc(300, 70), c.Alloc(300, 70)
+	g.Softmax(gd, gs)
+	c.Softmax(cd, cs)
+	compare("Softmax of 300 rows", gd, cd, 1e-6)
+
+	// Views: rows 2..5 of a larger tensor, as inputs of Copy, Linear and
+	// MatMul.
+	gb, cb := both(random(rng, 7*24), 7, 24)
+	gv, cv := gb.Slice(2, 5), cb.Slice(2, 5)
+	gd, cd = g.Alloc(3, 24), c.Alloc(3, 24)
+	g.Copy(gd, gv)
+	c.Copy(cd, cv)
+	compare("Copy of a view", gd, cd, 0)
+	gw, cw := both(random(rng, 10*24), 10, 24)
+	gd, cd = g.Alloc(3, 10), c.Alloc(3, 10)
+	g.Linear(gd, gv, gw, nil)
+	c.Linear(cd, cv, cw, nil)
+	compare("Linear of a view", gd, cd, 1e-5)
+	gd, cd = g.Alloc(1, 3, 3), c.Alloc(1, 3, 3)
+	g.MatMul(gd, gv.Reshape(1, 3, 24), gv.Reshape(3, 24), kernels.MatMulParams{TransB: true})
+	c.MatMul(cd, cv.Reshape(1, 3, 24), cv.Reshape(3, 24), kernels.MatMulParams{TransB: true})
+	compare("MatMul of views", gd, cd, 1e-5)
+}

@@ -1,0 +1,34 @@
+package cuda_test
+
+import (
+	"testing"
+
+	"github.com/avatargen/musetalk/kernels/cuda"
+	"github.com/avatargen/musetalk/kernels/cuda/emu"
+	"github.com/avatargen/musetalk/kernels/kerneltest"
+)
+
+// newEmu returns a backend over the emulator, closed when the test ends.
+func newEmu(t *testing.T, opts cuda.Options) *cuda.Backend {
+	t.Helper()
+	b, err := cuda.New(emu.New(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return b
+}
+
+// TestOps runs the op table against the reference loops on the emulator;
+// the ops the backend does not implement yet skip.
+func TestOps(t *testing.T) {
+	b := newEmu(t, cuda.Options{})
+	kerneltest.Exercise(t, b)
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,87 @@
+package cuda
+
+import (
+	"slices"
+
+	"github.com/avatargen/musetalk/kernels"
+)
+
+// gemm describes one launch of sgemm_f32 (src/gemm.cu): batch entries of
+// C [M,N] = alpha·A·B + bias with element strides for A and B.
+type gemm struct {
+	m, n, k, batch int
+	sa, sam, sak   int // A(z,m,k) = A[z·sa + m·sam + k·sak]
+	sb, sbk, sbn   int // B(z,k,n) = B[z·sb + k·sbk + n·sbn]
+	alpha          float32
+}
+
+// gemmTile is the side of the C tile one block computes.
+const gemmTile = 64
+
+// run launches g; the caller holds b.mu.
+func (b *Backend) runGEMM(op string, g gemm, c, a, bm, bias DevPtr) {
+	grid := D3(ceilDiv(g.m, gemmTile), ceilDiv(g.n, gemmTile), min(g.batch, 65535))
+	check(grid.Y <= 65535, op, "N = %d exceeds the GEMM's limit", g.n)
+	b.launch(op, "sgemm_f32", grid, D3(16, 16, 1), 0, c, a, bm, bias,
+		i32(op, g.m), i32(op, g.n), i32(op, g.k), i32(op, g.batch),
+		i32(op, g.sa), i32(op, g.sam), i32(op, g.sak), i32(op, g.sb), i32(op, g.sbk), i32(op, g.sbn), g.alpha)
+}
+
+// Linear implements [kernels.Ops.Linear] as one GEMM over all rows of x,
+// reading w [N,K] as the transposed B.
+func (b *Backend) Linear(dst, x, w, bias *kernels.Tensor) {
+	const op = "Linear"
+	check(x != nil && w != nil, op, "nil input")
+	check(w.Rank() == 2, op, "w is %v, want rank 2", w)
+	n, k := w.Dim(0), w.Dim(1)
+	check(x.Dim(-1) == k, op, "x %v and w %v disagree on K", x, w)
+	shape := x.Shape()
+	shape[len(shape)-1] = n
+	checkShape(op, "dst", dst, shape...)
+	if bias != nil {
+		checkShape(op, "bias", bias, n)
+	}
+	m := x.Len() / k
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.runGEMM(op, gemm{m: m, n: n, k: k, batch: 1, sam: k, sak: 1, sbk: 1, sbn: k, alpha: 1},
+		b.ptr(op, "dst", dst), b.ptr(op, "x", x), b.ptr(op, "w", w), b.optPtr(op, "bias", bias))
+}
+
+// MatMul implements [kernels.Ops.MatMul] as one batched GEMM; transposes
+// and a shared rank-2 b are strides.
+func (b *Backend) MatMul(dst, a, bm *kernels.Tensor, p kernels.MatMulParams) {
+	const op = "MatMul"
+	check(a != nil && bm != nil, op, "nil input")
+	check(a.Rank() >= 2 && bm.Rank() >= 2, op, "a %v and b %v need rank ≥ 2", a, bm)
+	g := gemm{alpha: p.Alpha}
+	if g.alpha == 0 {
+		g.alpha = 1
+	}
+	g.m, g.k = a.Dim(-2), a.Dim(-1)
+	g.sam, g.sak = g.k, 1
+	if p.TransA {
+		g.m, g.k = g.k, g.m
+		g.sam, g.sak = 1, g.m
+	}
+	k2, n := bm.Dim(-2), bm.Dim(-1)
+	g.sbk, g.sbn = n, 1
+	if p.TransB {
+		k2, n = n, k2
+		g.sbk, g.sbn = 1, k2
+	}
+	g.n = n
+	check(g.k == k2, op, "a %v and b %v disagree on K (trans %v %v)", a, bm, p.TransA, p.TransB)
+	g.batch = a.Len() / (g.m * g.k)
+	g.sa = g.m * g.k
+	if bm.Rank() > 2 {
+		check(slices.Equal(a.Shape()[:a.Rank()-2], bm.Shape()[:bm.Rank()-2]), op, "batch dimensions of a %v and b %v differ", a, bm)
+		g.sb = g.k * g.n
+	}
+	shape := a.Shape()
+	shape[len(shape)-2], shape[len(shape)-1] = g.m, g.n
+	checkShape(op, "dst", dst, shape...)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.runGEMM(op, g, b.ptr(op, "dst", dst), b.ptr(op, "a", a), b.ptr(op, "b", bm), 0)
+}

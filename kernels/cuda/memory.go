@@ -1,0 +1,137 @@
+package cuda
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/avatargen/musetalk/kernels"
+)
+
+// buffer is the storage handle of the backend's tensors
+// ([kernels.NewDevice]): one driver allocation.
+type buffer struct {
+	b     *Backend
+	ptr   DevPtr
+	bytes int
+	freed bool
+}
+
+// allocAlign rounds allocation sizes, so that tensors of nearby sizes
+// share pool entries.
+const allocAlign = 256
+
+// Alloc returns a tensor from the pool, or new device memory; see
+// [kernels.Memory]. It panics if the device is out of memory even after
+// the pool is released.
+func (b *Backend) Alloc(shape ...int) *kernels.Tensor {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	check(len(shape) > 0 && n > 0, "Alloc", "bad shape %v", shape)
+	i32("Alloc", n)
+	size := ceilDiv(4*n, allocAlign) * allocAlign
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	check(!b.closed, "Alloc", "backend closed")
+	return kernels.NewDevice(&buffer{b: b, ptr: b.get(size, shape), bytes: size}, 0, shape...)
+}
+
+// get returns size bytes from the pool or the driver; the caller holds
+// b.mu.
+func (b *Backend) get(size int, shape []int) DevPtr {
+	if l := b.pool[size]; len(l) > 0 {
+		p := l[len(l)-1]
+		b.pool[size] = l[:len(l)-1]
+		b.pooled -= int64(size)
+		return p
+	}
+	p, err := b.d.Alloc(size)
+	if err != nil {
+		b.releasePool()
+		p, err = b.d.Alloc(size)
+	}
+	check(err == nil, "Alloc", "shape %v: %v", shape, err)
+	b.held[p] = size
+	return p
+}
+
+// Free returns t's memory to the pool; see [kernels.Memory].
+func (b *Backend) Free(t *kernels.Tensor) {
+	if t == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	buf, off := b.buffer("Free", "t", t)
+	check(off == 0, "Free", "%v is a view at element %d, not a tensor from Alloc", t, off)
+	buf.freed = true
+	if b.maxPool > 0 && b.pooled+int64(buf.bytes) > b.maxPool {
+		delete(b.held, buf.ptr)
+		b.record("Free", b.d.Free(buf.ptr))
+		return
+	}
+	b.pool[buf.bytes] = append(b.pool[buf.bytes], buf.ptr)
+	b.pooled += int64(buf.bytes)
+}
+
+// ReleasePool hands the memory of freed tensors back to the driver.
+func (b *Backend) ReleasePool() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.releasePool()
+}
+
+// releasePool empties the pool; the caller holds b.mu.
+func (b *Backend) releasePool() {
+	for _, l := range b.pool {
+		for _, p := range l {
+			delete(b.held, p)
+			b.record("ReleasePool", b.d.Free(p))
+		}
+	}
+	clear(b.pool)
+	b.pooled = 0
+}
+
+// Upload copies src into dst.
+func (b *Backend) Upload(dst *kernels.Tensor, src []float32) {
+	check(dst != nil && len(src) == dst.Len(), "Upload", "%d floats for %v", len(src), dst)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.record("Upload", b.d.CopyHtoD(b.ptr("Upload", "dst", dst), floatBytes(src)))
+}
+
+// Download copies src into dst after the ops issued before it, and
+// returns the first error any call of the backend raised.
+func (b *Backend) Download(dst []float32, src *kernels.Tensor) error {
+	check(src != nil && len(dst) == src.Len(), "Download", "%d floats for %v", len(dst), src)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.record("Download", b.d.CopyDtoH(floatBytes(dst), b.ptr("Download", "src", src)))
+	return b.err
+}
+
+// Sync waits for the ops issued so far and returns the first error any
+// call of the backend raised.
+func (b *Backend) Sync() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return fmt.Errorf("cuda: Sync: backend closed")
+	}
+	b.record("Sync", b.d.Sync())
+	return b.err
+}
+
+// Weight copies data to a new device tensor; see [kernels.Memory].
+func (b *Backend) Weight(data []float32, shape ...int) *kernels.Tensor {
+	t := b.Alloc(shape...)
+	b.Upload(t, data)
+	return t
+}
+
+// floatBytes views f's memory as bytes.
+func floatBytes(f []float32) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(f))), 4*len(f))
+}
