@@ -239,3 +239,36 @@ func TestAgainstCPU(t *testing.T) {
 	c.MatMul(cd, cv.Reshape(1, 3, 24), cv.Reshape(3, 24), kernels.MatMulParams{TransB: true})
 	compare("MatMul of views", gd, cd, 1e-5)
 }
+
+// TestConcurrentUse issues ops on one backend from several goroutines.
+func TestConcurrentUse(t *testing.T) {
+	b := newEmu(t, cuda.Options{})
+	done := make(chan string, 4)
+	for g := range 4 {
+		go func() {
+			for i := range 10 {
+				s := float32(g*10 + i)
+				x := kernels.Upload(b, []float32{1, 2, 3, 4, 5}, 5)
+				b.Scale(x, x, s)
+				got := make([]float32, 5)
+				if err := b.Download(got, x); err != nil {
+					done <- err.Error()
+					return
+				}
+				b.Free(x)
+				for j, v := range got {
+					if v != float32(j+1)*s {
+						done <- "wrong result under concurrent use"
+						return
+					}
+				}
+			}
+			done <- ""
+		}()
+	}
+	for range 4 {
+		if e := <-done; e != "" {
+			t.Error(e)
+		}
+	}
+}

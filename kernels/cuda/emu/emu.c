@@ -5,7 +5,9 @@
 // __syncwarp) park a fiber until its peers arrive; the last one to arrive
 // releases the others and carries on. Blocks run one after another, which
 // is why __shared__ statics (thread-local, so concurrent devices on other
-// OS threads do not collide) serve as each block's shared memory.
+// OS threads do not collide) serve as each block's shared memory. Fibers
+// run in index order between barriers in even blocks, in reverse order in
+// odd ones.
 #define _GNU_SOURCE
 #include "cuda_emu.h"
 #include "emu.h"
@@ -313,7 +315,10 @@ static void stuck(emu_block *b) {
 }
 
 // run_block runs one block to completion: 0, or -1 with b->msg set.
-static int run_block(emu_block *b) {
+// Between barriers it runs the fibers in index order, or in reverse when
+// reverse is set: alternating blocks catches more of the races a missing
+// __syncthreads leaves, whichever thread reads what another writes.
+static int run_block(emu_block *b, int reverse) {
 	for (int i = 0; i < b->n; i++) {
 		b->t[i].state = ST_RUN;
 		fiber_init(&b->t[i]);
@@ -325,8 +330,8 @@ static int run_block(emu_block *b) {
 		memset(b->dyn, 0xff, b->dynbytes); // NaN: shared memory starts undefined
 	for (;;) {
 		int ran = 0;
-		for (int i = 0; i < b->n; i++) {
-			emu_thread *t = &b->t[i];
+		for (int j = 0; j < b->n; j++) {
+			emu_thread *t = &b->t[reverse ? b->n - 1 - j : j];
 			if (t->state != ST_RUN)
 				continue;
 			ran = 1;
@@ -446,7 +451,7 @@ int emu_launch(emu_rt *rt, int k, unsigned gx, unsigned gy, unsigned gz, unsigne
 		for (unsigned y = 0; y < gy && rc == 0; y++)
 			for (unsigned x = 0; x < gx && rc == 0; x++) {
 				b.ids.blockIdx = (uint3){x, y, z};
-				if (run_block(&b) != 0) {
+				if (run_block(&b, (x + y + z) & 1) != 0) {
 					snprintf(err, errlen, "block (%u,%u,%u): %s", x, y, z, b.msg);
 					rc = -1;
 				}

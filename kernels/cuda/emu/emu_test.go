@@ -421,3 +421,41 @@ func BenchmarkBarrier(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*256*2*rounds), "ns/park")
 }
+
+// TestConcurrentDevices runs devices on several goroutines at once: each
+// launch runs on its own OS thread, whose thread-local __shared__
+// variables no other launch sees.
+func TestConcurrentDevices(t *testing.T) {
+	errs := make(chan string, 4)
+	for g := range 4 {
+		go func() {
+			d := New()
+			defer d.Close()
+			blocks, threads := 5+g, 64
+			p, _ := d.Alloc(4 * blocks * threads)
+			for range 20 {
+				if err := d.Launch("selftest_shared_blocks", cuda.D1(blocks), cuda.D1(threads), 0, p); err != nil {
+					errs <- err.Error()
+					return
+				}
+				got := make([]int32, blocks*threads)
+				if err := d.CopyDtoH(bytesOf(got), p); err != nil {
+					errs <- err.Error()
+					return
+				}
+				for i, v := range got {
+					if v != int32(1000+i/threads) {
+						errs <- "a launch saw another's shared memory"
+						return
+					}
+				}
+			}
+			errs <- ""
+		}()
+	}
+	for range 4 {
+		if e := <-errs; e != "" {
+			t.Error(e)
+		}
+	}
+}

@@ -30,7 +30,7 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 	for name, w := range want {
 		got, err := os.ReadFile(name)
 		if err != nil || !bytes.Equal(got, w) {
-			t.Errorf("%s differs from what the generator writes: run `go generate ./kernels/cuda/emu` and commit", name)
+			t.Errorf("%s differs from what the generator writes (a kernel source changed?): run `go generate ./kernels/cuda/emu` and commit", name)
 		}
 	}
 }

@@ -11,6 +11,8 @@ package kernelgen
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -143,6 +145,13 @@ func SourceFile(cu string) string { return strings.TrimSuffix(cu, ".cu") + "_cu.
 // Generate reads srcDir/*.cu and returns the generated files (name →
 // contents): one SourceFile per .cu file and the TableFile. includeDir is
 // how the generated files name srcDir in their #include lines.
+//
+// The table records a SHA-256 of every .cu and .cuh file in srcDir. The Go
+// build cache does not see files that cgo code includes from outside its
+// package, so this digest is what makes an edited kernel source rebuild
+// the emulator: the edit changes the digest, the regenerated table, and so
+// the package (and the check that the generated files are current fails
+// until they are regenerated).
 func Generate(srcDir, includeDir string) (map[string][]byte, error) {
 	names, err := filepath.Glob(filepath.Join(srcDir, "*.cu"))
 	if err != nil {
@@ -151,9 +160,24 @@ func Generate(srcDir, includeDir string) (map[string][]byte, error) {
 	if len(names) == 0 {
 		return nil, fmt.Errorf("no .cu files in %s", srcDir)
 	}
+	headers, err := filepath.Glob(filepath.Join(srcDir, "*.cuh"))
+	if err != nil {
+		return nil, fmt.Errorf("listing kernel headers: %w", err)
+	}
+	all := append(slices.Clone(names), headers...)
+	sort.Strings(all)
+	digest := sha256.New()
+	for _, name := range all {
+		src, err := os.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("reading kernel source: %w", err)
+		}
+		fmt.Fprintf(digest, "%s %d\n", filepath.Base(name), len(src))
+		digest.Write(src)
+	}
 	sort.Strings(names)
 	out := make(map[string][]byte)
-	var all []Kernel
+	var kernels []Kernel
 	seen := make(map[string]Kernel)
 	for _, name := range names {
 		src, err := os.ReadFile(name)
@@ -172,10 +196,10 @@ func Generate(srcDir, includeDir string) (map[string][]byte, error) {
 			seen[k.Name] = k
 		}
 		out[SourceFile(base)] = sourceFile(includeDir+"/"+base, ks)
-		all = append(all, ks...)
+		kernels = append(kernels, ks...)
 	}
-	slices.SortFunc(all, func(a, b Kernel) int { return strings.Compare(a.Name, b.Name) })
-	out[TableFile] = tableFile(all)
+	slices.SortFunc(kernels, func(a, b Kernel) int { return strings.Compare(a.Name, b.Name) })
+	out[TableFile] = tableFile(kernels, hex.EncodeToString(digest.Sum(nil)))
 	return out, nil
 }
 
@@ -199,10 +223,12 @@ func sourceFile(include string, ks []Kernel) []byte {
 	return w.Bytes()
 }
 
-// tableFile lists every kernel with its signature and trampoline.
-func tableFile(ks []Kernel) []byte {
+// tableFile lists every kernel with its signature and trampoline, under
+// the digest of the sources.
+func tableFile(ks []Kernel, digest string) []byte {
 	var w bytes.Buffer
 	w.WriteString(header)
+	fmt.Fprintf(&w, "// Kernel sources (*.cu, *.cuh) SHA-256: %s\n\n", digest)
 	w.WriteString("#include \"emu.h\"\n\n")
 	for _, k := range ks {
 		fmt.Fprintf(&w, "void emu_run_%s(const uint64_t *a);\n", k.Name)
