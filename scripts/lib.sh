@@ -40,3 +40,23 @@ need_packages() {
   sudo_or_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
   sudo_or_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
+
+# need_cuda_toolkit installs Debian's CUDA 11.8 toolkit (nvcc, ptxas;
+# about 1.6 GB from the non-free component, which it enables) when nvcc is
+# missing. No GPU is needed: the tests use it to regenerate and check the
+# committed PTX.
+need_cuda_toolkit() {
+  command -v nvcc >/dev/null && return 0
+  if ! command -v apt-get >/dev/null; then
+    echo "missing: nvcc (the CUDA toolkit); install it, then run this again." >&2
+    exit 1
+  fi
+  local src=/etc/apt/sources.list.d/debian.sources
+  if [ -f "$src" ] && ! grep -q "non-free" "$src"; then
+    echo "enabling Debian's contrib and non-free components for nvidia-cuda-toolkit..." >&2
+    sudo_or_root sed -i 's/^Components: main$/Components: main contrib non-free non-free-firmware/' "$src"
+  fi
+  echo "installing nvidia-cuda-toolkit (apt-get, about 1.6 GB)..." >&2
+  sudo_or_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  sudo_or_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nvidia-cuda-toolkit
+}

@@ -1,8 +1,9 @@
 //go:build ignore
 
 // gen compiles every kernels/cuda/src/*.cu to PTX for each target of
-// ptx.Targets with nvcc, writing <source>.<target>.ptx here. Run from this
-// directory (go generate does). NVCC names the compiler (default nvcc).
+// ptx.Targets with nvcc, writing <source>.<target>.ptx here (or into
+// $PTX_OUT). Run from this directory (go generate does). NVCC names the
+// compiler (default nvcc).
 package main
 
 import (
@@ -17,7 +18,11 @@ import (
 var targets = []string{"compute_70"}
 
 func main() {
-	if err := run("../src", "."); err != nil {
+	out := os.Getenv("PTX_OUT")
+	if out == "" {
+		out = "."
+	}
+	if err := run("../src", out); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
 	}

@@ -11,7 +11,11 @@ package ptx
 
 //go:generate go run gen.go
 
-import "embed"
+import (
+	"embed"
+	"slices"
+	"strings"
+)
 
 // Targets are the virtual architectures every source is compiled for, in
 // the order a loader should prefer them (newest first); a driver JIT
@@ -35,3 +39,16 @@ func Module(source, target string) (string, bool) {
 
 // FileName is the name of the PTX file of source for target.
 func FileName(source, target string) string { return source + "." + target + ".ptx" }
+
+// Sources lists the kernel sources that have PTX for target, sorted.
+func Sources(target string) []string {
+	entries, _ := files.ReadDir(".")
+	var out []string
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), "."+target+".ptx"); ok {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
