@@ -73,6 +73,8 @@ func (b *Backend) Supports(op kernels.Op) bool {
 	case kernels.OpAdd, kernels.OpCopy, kernels.OpGELU, kernels.OpLinear, kernels.OpMatMul, kernels.OpMul,
 		kernels.OpReLU, kernels.OpScale, kernels.OpSigmoid, kernels.OpSiLU, kernels.OpSoftmax:
 		return true
+	case kernels.OpConv1D, kernels.OpConv2D, kernels.OpGroupNorm, kernels.OpLayerNorm, kernels.OpL2Norm:
+		return true
 	}
 	return false
 }

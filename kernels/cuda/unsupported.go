@@ -28,33 +28,8 @@ func (b *Backend) Concat(dst *kernels.Tensor, axis int, srcs ...*kernels.Tensor)
 	panic(unsupported(kernels.OpConcat))
 }
 
-// Conv1D panics: not implemented yet.
-func (b *Backend) Conv1D(dst, x, w, bias *kernels.Tensor, p kernels.Conv1DParams) {
-	panic(unsupported(kernels.OpConv1D))
-}
-
-// Conv2D panics: not implemented yet.
-func (b *Backend) Conv2D(dst, x, w, bias *kernels.Tensor, p kernels.Conv2DParams) {
-	panic(unsupported(kernels.OpConv2D))
-}
-
 // GEGLU panics: not implemented yet.
 func (b *Backend) GEGLU(dst, x *kernels.Tensor) { panic(unsupported(kernels.OpGEGLU)) }
-
-// GroupNorm panics: not implemented yet.
-func (b *Backend) GroupNorm(dst, x, weight, bias *kernels.Tensor, p kernels.GroupNormParams) {
-	panic(unsupported(kernels.OpGroupNorm))
-}
-
-// LayerNorm panics: not implemented yet.
-func (b *Backend) LayerNorm(dst, x, weight, bias *kernels.Tensor, p kernels.LayerNormParams) {
-	panic(unsupported(kernels.OpLayerNorm))
-}
-
-// L2Norm panics: not implemented yet.
-func (b *Backend) L2Norm(dst, x, weight *kernels.Tensor, eps float32) {
-	panic(unsupported(kernels.OpL2Norm))
-}
 
 // MaxPool2D panics: not implemented yet.
 func (b *Backend) MaxPool2D(dst, x *kernels.Tensor, p kernels.Pool2DParams) {
