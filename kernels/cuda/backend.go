@@ -75,6 +75,9 @@ func (b *Backend) Supports(op kernels.Op) bool {
 		return true
 	case kernels.OpConv1D, kernels.OpConv2D, kernels.OpGroupNorm, kernels.OpLayerNorm, kernels.OpL2Norm:
 		return true
+	case kernels.OpAttention, kernels.OpAvgPool2D, kernels.OpConcat, kernels.OpGEGLU, kernels.OpMaxPool2D,
+		kernels.OpPermute, kernels.OpUpsampleBilinear:
+		return true
 	}
 	return false
 }

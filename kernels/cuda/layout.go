@@ -1,0 +1,215 @@
+package cuda
+
+import (
+	"slices"
+
+	"github.com/avatargen/musetalk/kernels"
+)
+
+// permRank is the number of merged dimensions permute_f32 indexes; the host
+// makes one launch per index of any further outer ones.
+const permRank = 6
+
+// Permute implements [kernels.Ops.Permute], for any rank. Size-1
+// dimensions are dropped and dimensions that stay adjacent and in order are
+// merged; a plain copy results when nothing moves, a swap of the last two
+// remaining dimensions (with or without a leading batch dimension: NCHW ↔
+// NHWC, heads) runs as a tiled transpose, and anything else as a gather
+// through strides.
+func (b *Backend) Permute(dst, x *kernels.Tensor, perm ...int) {
+	const op = "Permute"
+	check(x != nil, op, "x is nil")
+	r := x.Rank()
+	check(len(perm) == r, op, "perm %v for %v", perm, x)
+	seen := make([]bool, r)
+	want := make([]int, r)
+	for i, p := range perm {
+		check(p >= 0 && p < r && !seen[p], op, "perm %v is not a permutation", perm)
+		seen[p] = true
+		want[i] = x.Dim(p)
+	}
+	checkShape(op, "dst", dst, want...)
+	n := x.Len()
+	sizes, order := mergePerm(x.Shape(), perm)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	pd, px := b.ptr(op, "dst", dst), b.ptr(op, "x", x)
+	switch {
+	case len(sizes) == 1:
+		b.launch(op, "copy_f32", b.elemGrid(n), D1(elemBlock), 0, pd, px, i32(op, n))
+		return
+	case slices.Equal(order, []int{1, 0}):
+		b.transpose(op, pd, px, 1, sizes[0], sizes[1])
+		return
+	case slices.Equal(order, []int{0, 2, 1}):
+		b.transpose(op, pd, px, sizes[0], sizes[1], sizes[2])
+		return
+	}
+	// x's stride of each merged dimension, then dst's sizes and the x
+	// stride of each, padded to permRank with leading size-1 dimensions.
+	xs := make([]int, len(sizes))
+	for i, s := len(sizes)-1, 1; i >= 0; i-- {
+		xs[i] = s
+		s *= sizes[i]
+	}
+	var dsz, dstr []int
+	for range permRank - len(order) {
+		dsz, dstr = append(dsz, 1), append(dstr, 0)
+	}
+	for _, o := range order {
+		dsz, dstr = append(dsz, sizes[o]), append(dstr, xs[o])
+	}
+	outer := len(dsz) - permRank
+	in, is := dsz[outer:], dstr[outer:]
+	inner := 1
+	for _, d := range in {
+		inner *= d
+	}
+	idx := make([]int, outer)
+	for o := 0; o < n/inner; o++ {
+		xo := 0
+		for d := range outer {
+			xo += idx[d] * dstr[d]
+		}
+		b.launch(op, "permute_f32", b.elemGrid(inner), D1(elemBlock), 0,
+			pd+DevPtr(4*o*inner), px+DevPtr(4*xo), i32(op, inner),
+			int32(in[1]), int32(in[2]), int32(in[3]), int32(in[4]), int32(in[5]),
+			i32(op, is[0]), i32(op, is[1]), i32(op, is[2]), i32(op, is[3]), i32(op, is[4]), i32(op, is[5]))
+		for d := outer - 1; d >= 0; d-- {
+			if idx[d]++; idx[d] < dsz[d] {
+				break
+			}
+			idx[d] = 0
+		}
+	}
+}
+
+// transpose launches transpose_f32 over batch × rows × cols; the caller
+// holds b.mu.
+func (b *Backend) transpose(op string, dst, x DevPtr, batch, rows, cols int) {
+	tiles := ceilDiv(rows, 32) * ceilDiv(cols, 32)
+	b.launch(op, "transpose_f32", D3(min(tiles, 1<<20), 1, min(batch, 65535)), D3(32, 8, 1), 0,
+		dst, x, i32(op, batch), i32(op, rows), i32(op, cols))
+}
+
+// mergePerm drops size-1 dimensions of shape and merges source dimensions
+// that stay adjacent and in order under perm. It returns the merged source
+// sizes and the permutation of them ([1] and [0] when nothing is left).
+func mergePerm(shape, perm []int) (sizes, order []int) {
+	var kept []int // source dimensions of size > 1, in dst order
+	for _, p := range perm {
+		if shape[p] > 1 {
+			kept = append(kept, p)
+		}
+	}
+	if len(kept) == 0 {
+		return []int{1}, []int{0}
+	}
+	next := func(d int) int { // the next source dimension of size > 1
+		for d++; d < len(shape) && shape[d] == 1; d++ {
+		}
+		return d
+	}
+	var groups [][2]int // first and last source dimension, in dst order
+	for _, p := range kept {
+		if g := len(groups) - 1; g >= 0 && next(groups[g][1]) == p {
+			groups[g][1] = p
+			continue
+		}
+		groups = append(groups, [2]int{p, p})
+	}
+	bySrc := make([]int, len(groups))
+	for i := range bySrc {
+		bySrc[i] = i
+	}
+	slices.SortFunc(bySrc, func(a, c int) int { return groups[a][0] - groups[c][0] })
+	rank := make([]int, len(groups))
+	for pos, g := range bySrc {
+		rank[g] = pos
+		s := 1
+		for d := groups[g][0]; d <= groups[g][1]; d++ {
+			s *= shape[d]
+		}
+		sizes = append(sizes, s)
+	}
+	for g := range groups {
+		order = append(order, rank[g])
+	}
+	return sizes, order
+}
+
+// Concat implements [kernels.Ops.Concat]: one strided copy per source into
+// its columns of dst viewed as [outer, dst.Len()/outer], where outer is the
+// product of the dimensions before axis.
+func (b *Backend) Concat(dst *kernels.Tensor, axis int, srcs ...*kernels.Tensor) {
+	const op = "Concat"
+	check(dst != nil, op, "dst is nil")
+	r := dst.Rank()
+	if axis < 0 {
+		axis += r
+	}
+	check(axis >= 0 && axis < r && len(srcs) > 0, op, "axis %d of %v with %d sources", axis, dst, len(srcs))
+	total := 0
+	for _, s := range srcs {
+		check(s != nil, op, "nil source")
+		ok := s.Rank() == r
+		for i := 0; ok && i < r; i++ {
+			ok = i == axis || s.Dim(i) == dst.Dim(i)
+		}
+		check(ok, op, "source %v does not fit %v along axis %d", s, dst, axis)
+		total += s.Dim(axis)
+	}
+	check(total == dst.Dim(axis), op, "sources sum to %d along axis %d, dst %v", total, axis, dst)
+	outer := 1
+	for i := range axis {
+		outer *= dst.Dim(i)
+	}
+	row := dst.Len() / max(outer, 1)
+	i32(op, dst.Len())
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	pd := b.ptr(op, "dst", dst)
+	col := 0
+	for _, s := range srcs {
+		inner := s.Len() / max(outer, 1)
+		ps := b.ptr(op, "source", s)
+		if inner > 0 {
+			b.launch(op, "concat_part_f32", b.elemGrid(outer*inner), D1(elemBlock), 0,
+				pd+DevPtr(4*col), ps, i32(op, outer), i32(op, inner), i32(op, row))
+		}
+		col += inner
+	}
+}
+
+// UpsampleBilinear implements [kernels.Ops.UpsampleBilinear]: one thread
+// per output element computes its taps with the CPU backend's float32
+// coordinate rules (the scales are computed here, in float32).
+func (b *Backend) UpsampleBilinear(dst, x *kernels.Tensor, alignCorners bool) {
+	const op = "UpsampleBilinear"
+	check(x != nil && dst != nil, op, "nil tensor")
+	check(x.Rank() == 4 && dst.Rank() == 4, op, "x %v and dst %v must have rank 4", x, dst)
+	n, c, h, w := x.Dim(0), x.Dim(1), x.Dim(2), x.Dim(3)
+	h2, w2 := dst.Dim(2), dst.Dim(3)
+	checkShape(op, "dst", dst, n, c, h2, w2)
+	check(h > 0 && w > 0, op, "empty input %v", x)
+	scale := func(in, out int) float32 {
+		switch {
+		case alignCorners && out > 1:
+			return float32(in-1) / float32(out-1)
+		case !alignCorners:
+			return float32(in) / float32(out)
+		}
+		return 0
+	}
+	align := int32(0)
+	if alignCorners {
+		align = 1
+	}
+	total := dst.Len()
+	i32(op, total)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.launch(op, "upsample_bilinear_f32", b.elemGrid(total), D1(elemBlock), 0,
+		b.ptr(op, "dst", dst), b.ptr(op, "x", x), i32(op, n*c), i32(op, h), i32(op, w), i32(op, h2), i32(op, w2),
+		scale(h, h2), scale(w, w2), align)
+}
