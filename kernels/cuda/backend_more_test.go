@@ -163,6 +163,8 @@ func TestPanics(t *testing.T) {
 		want := map[kernels.Op]bool{kernels.OpAdd: true, kernels.OpCopy: true, kernels.OpGELU: true, kernels.OpLinear: true,
 			kernels.OpMatMul: true, kernels.OpMul: true, kernels.OpReLU: true, kernels.OpScale: true, kernels.OpSigmoid: true,
 			kernels.OpSiLU: true, kernels.OpSoftmax: true,
+			kernels.OpAttention: true, kernels.OpAvgPool2D: true, kernels.OpConcat: true, kernels.OpGEGLU: true,
+			kernels.OpMaxPool2D: true, kernels.OpPermute: true, kernels.OpUpsampleBilinear: true,
 			kernels.OpConv1D: true, kernels.OpConv2D: true, kernels.OpGroupNorm: true, kernels.OpLayerNorm: true, kernels.OpL2Norm: true}[op]
 		if b.Supports(op) != want {
 			t.Errorf("Supports(%v) = %v", op, !want)
