@@ -32,6 +32,9 @@ type device struct {
 	usable func() error
 	// open starts a backend on the device with cfg's settings.
 	open func(cfg deviceConfig) (kernels.Backend, error)
+	// strict: auto must not pass this device over when it is unusable
+	// (the GPU of a GPU image: see gpu_sibling.go).
+	strict bool
 }
 
 // buildDevices is where files behind build tags add devices, as methods:
@@ -77,7 +80,7 @@ func deviceFlags(threadsUsage string) []cli.Flag {
 // build without probing the machine: that happens when the backend is
 // opened.
 func deviceConfigFrom(c *cli.Context, log *slog.Logger) (deviceConfig, error) {
-	cfg, err := parseDevice(c.String("device"), builtDevices())
+	cfg, err := parseDevice(c.String("device"), append(siblingDevices(c), builtDevices()...))
 	if err != nil {
 		return deviceConfig{}, err
 	}
@@ -127,7 +130,7 @@ func (cfg deviceConfig) open() (kernels.Backend, error) {
 			continue
 		}
 		if err := d.usable(); err != nil {
-			if name != deviceAuto {
+			if name != deviceAuto || d.strict {
 				return nil, fmt.Errorf("--device %s: %w", name, err)
 			}
 			log.Info("device: passing over "+d.name, "reason", err)

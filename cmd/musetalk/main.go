@@ -68,14 +68,18 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 	}
-	if err := newApp().RunContext(context.Background(), os.Args); err != nil {
+	app := newApp()
+	// In a GPU image, become the CUDA build when the GPU answers (returns
+	// only when it does not).
+	app.Metadata = map[string]any{siblingKey: handOffToGPU(os.Args, os.Getenv)}
+	if err := app.RunContext(context.Background(), os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "musetalk:", err)
 		os.Exit(1)
 	}
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:    "musetalk",
 		Usage:   "MuseTalk lip-sync as a service: control plane, GPU workers and tools",
 		Version: version,
@@ -95,6 +99,11 @@ func newApp() *cli.App {
 		},
 		EnableBashCompletion: true,
 	}
+	// The CUDA build adds its hidden gpu-probe command (device_cuda.go).
+	if p, ok := any(buildDevices{}).(interface{ gpuProbeCommand() *cli.Command }); ok {
+		app.Commands = append(app.Commands, p.gpuProbeCommand())
+	}
+	return app
 }
 
 // logger builds the process logger from the global flags; logs go to stderr.

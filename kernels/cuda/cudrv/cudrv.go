@@ -232,3 +232,30 @@ func (d *Driver) Close() error {
 	close(d.work)
 	return err
 }
+
+// DeviceCount returns how many CUDA devices the driver sees.
+func DeviceCount() (int, error) { return cu.NumDevices() }
+
+// Describe returns a line naming device ordinal: its name, compute
+// capability, memory and the driver's CUDA version, for the self-check.
+func Describe(ordinal int) (string, error) {
+	dev, err := cu.GetDevice(ordinal)
+	if err != nil {
+		return "", err
+	}
+	name, err := dev.Name()
+	if err != nil {
+		return "", err
+	}
+	major, minor, err := dev.ComputeCapability()
+	if err != nil {
+		return "", err
+	}
+	mem, err := dev.TotalMem()
+	if err != nil {
+		return "", err
+	}
+	v := cu.Version()
+	return fmt.Sprintf("%s, compute capability %d.%d, %.1f GiB, driver CUDA %d.%d", name, major, minor,
+		float64(mem)/(1<<30), v/1000, v%1000/10), nil
+}
