@@ -8,8 +8,8 @@
 // Storage is fp32 (fp16 comes later); reductions (softmax) run in fp32.
 // Ops are issued in order on the driver's stream and may still be running
 // when they return; their errors surface at [Backend.Sync] and
-// [Backend.Download]. Ops the backend does not implement yet panic, and
-// [Backend.Supports] reports false for them.
+// [Backend.Download]. Every op of the table is implemented (Supports
+// reports true for each); tensor cores and fp16 storage are next.
 package cuda
 
 import (
@@ -76,7 +76,7 @@ func (b *Backend) Supports(op kernels.Op) bool {
 	case kernels.OpConv1D, kernels.OpConv2D, kernels.OpGroupNorm, kernels.OpLayerNorm, kernels.OpL2Norm:
 		return true
 	case kernels.OpAttention, kernels.OpAvgPool2D, kernels.OpConcat, kernels.OpGEGLU, kernels.OpMaxPool2D,
-		kernels.OpPermute, kernels.OpUpsampleBilinear:
+		kernels.OpPermute, kernels.OpUpsampleBilinear, kernels.OpUpsampleNearest:
 		return true
 	}
 	return false

@@ -213,3 +213,22 @@ func (b *Backend) UpsampleBilinear(dst, x *kernels.Tensor, alignCorners bool) {
 		b.ptr(op, "dst", dst), b.ptr(op, "x", x), i32(op, n*c), i32(op, h), i32(op, w), i32(op, h2), i32(op, w2),
 		scale(h, h2), scale(w, w2), align)
 }
+
+// UpsampleNearest implements [kernels.Ops.UpsampleNearest]: one thread per
+// output element reads source index floor(i·H/H2) on each axis.
+func (b *Backend) UpsampleNearest(dst, x *kernels.Tensor) {
+	const op = "UpsampleNearest"
+	check(x != nil && dst != nil, op, "nil tensor")
+	check(x.Rank() == 4 && dst.Rank() == 4, op, "x %v and dst %v must have rank 4", x, dst)
+	n, c, h, w := x.Dim(0), x.Dim(1), x.Dim(2), x.Dim(3)
+	h2, w2 := dst.Dim(2), dst.Dim(3)
+	checkShape(op, "dst", dst, n, c, h2, w2)
+	check(h > 0 && w > 0, op, "empty input %v", x)
+	total := dst.Len()
+	i32(op, total)
+	i32(op, max(h2*h, w2*w)) // the index products, within the kernel's 64-bit arithmetic anyway
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.launch(op, "upsample_nearest_f32", b.elemGrid(total), D1(elemBlock), 0,
+		b.ptr(op, "dst", dst), b.ptr(op, "x", x), i32(op, n*c), i32(op, h), i32(op, w), i32(op, h2), i32(op, w2))
+}

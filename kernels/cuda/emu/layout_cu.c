@@ -20,3 +20,7 @@ void emu_run_concat_part_f32(const uint64_t *a) {
 void emu_run_upsample_bilinear_f32(const uint64_t *a) {
 	upsample_bilinear_f32(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_i32(a[2]), emu_arg_i32(a[3]), emu_arg_i32(a[4]), emu_arg_i32(a[5]), emu_arg_i32(a[6]), emu_arg_f32(a[7]), emu_arg_f32(a[8]), emu_arg_i32(a[9]));
 }
+
+void emu_run_upsample_nearest_f32(const uint64_t *a) {
+	upsample_nearest_f32(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_i32(a[2]), emu_arg_i32(a[3]), emu_arg_i32(a[4]), emu_arg_i32(a[5]), emu_arg_i32(a[6]));
+}

@@ -96,3 +96,15 @@ KERNEL void upsample_bilinear_f32(float *dst, const float *x, int nc, int h, int
 		dst[i] = hy * (hx * r0[x0] + lx * r0[x1]) + ly * (hx * r1[x0] + lx * r1[x1]);
 	}
 }
+
+// upsample_nearest_f32 resizes planes of h×w (nc of them) to h2×w2 by
+// nearest neighbour, reading source row oy·h/h2 and column ox·w/w2
+// (PyTorch's legacy "nearest"). Grid-stride over the destination.
+KERNEL void upsample_nearest_f32(float *dst, const float *x, int nc, int h, int w, int h2, int w2) {
+	int n = nc * h2 * w2;
+	GRID_STRIDE(i, n) {
+		int ox = i % w2, oy = i / w2 % h2, p = i / (w2 * h2);
+		int sy = (int)((long long)oy * h / h2), sx = (int)((long long)ox * w / w2);
+		dst[i] = x[(size_t)p * h * w + (size_t)sy * w + sx];
+	}
+}
