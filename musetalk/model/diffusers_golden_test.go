@@ -11,6 +11,8 @@ import (
 
 	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/kernels/cpu"
+	"github.com/avatargen/musetalk/kernels/cuda"
+	"github.com/avatargen/musetalk/kernels/cuda/emu"
 	"github.com/avatargen/musetalk/musetalk/model"
 	"github.com/avatargen/musetalk/musetalk/model/weights"
 )
@@ -219,29 +221,49 @@ func dmCheckWeightsCovered(t *testing.T, g *dmGolden, spec []model.TensorSpec) {
 	}
 }
 
-// goldenConvAlgos are the 3×3 convolution algorithms the UNet and VAE
-// golden tests run with: the backend's own choice, and Winograd forced on
-// every eligible conv (the golden networks are too narrow for the cost
-// model to pick it, and the full-size ones use it).
-var goldenConvAlgos = []cpu.ConvAlgo{cpu.ConvAuto, cpu.ConvWinograd}
+// goldenBackend is one backend the UNet and VAE golden tests run on.
+type goldenBackend struct {
+	name string
+	new  func(t testing.TB) kernels.Backend
+	// intermediates: whether the run compares the per-layer intermediates
+	// too. Their tolerances are 10× the direct convolution's float32
+	// error at that layer; Winograd's rounding, spread over the few input
+	// channels of these tiny networks (the decoder's conv_in has 4), can
+	// exceed them at a layer while every output stays well inside its own.
+	intermediates bool
+}
 
-// checkIntermediates says whether a run compares the per-layer
-// intermediates too. Their tolerances are 10× the direct convolution's
-// float32 error at that layer; Winograd's rounding, spread over the few
-// input channels of these tiny networks (the decoder's conv_in has 4), can
-// exceed them at a layer while every output stays well inside its own.
-func checkIntermediates(algo cpu.ConvAlgo) func(string) bool {
-	return func(string) bool { return algo != cpu.ConvWinograd }
+// goldenBackends: the CPU backend with its own choice of 3×3 convolution
+// and with Winograd forced on every eligible conv (the golden networks are
+// too narrow for the cost model to pick it, and the full-size ones use
+// it), and the CUDA backend's kernels run by the CPU emulator (the same
+// .cu sources the GPU runs).
+var goldenBackends = []goldenBackend{
+	{cpu.ConvAuto.String(), func(t testing.TB) kernels.Backend { return dmBackendConv(t, cpu.ConvAuto) }, true},
+	{cpu.ConvWinograd.String(), func(t testing.TB) kernels.Backend { return dmBackendConv(t, cpu.ConvWinograd) }, false},
+	{"cuda-emu", emuBackend, true},
+}
+
+// emuBackend is the CUDA backend over the emulator, closed when the test
+// ends.
+func emuBackend(t testing.TB) kernels.Backend {
+	t.Helper()
+	be, err := cuda.New(emu.New(), cuda.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	return be
 }
 
 func TestGoldenUNet(t *testing.T) {
 	t.Parallel()
-	for _, algo := range goldenConvAlgos {
-		t.Run(algo.String(), func(t *testing.T) { testGoldenUNet(t, algo) })
+	for _, gb := range goldenBackends {
+		t.Run(gb.name, func(t *testing.T) { testGoldenUNet(t, gb) })
 	}
 }
 
-func testGoldenUNet(t *testing.T, algo cpu.ConvAlgo) {
+func testGoldenUNet(t *testing.T, gb goldenBackend) {
 	g := dmLoadGolden(t, "a_unet2d_condition")
 	cfg, err := weights.ParseUNetConfig(g.config(t))
 	if err != nil {
@@ -253,7 +275,7 @@ func testGoldenUNet(t *testing.T, algo cpu.ConvAlgo) {
 	}
 	dmCheckWeightsCovered(t, g, spec)
 
-	be := dmBackendConv(t, algo)
+	be := gb.new(t)
 	u, err := model.NewUNet(be, *cfg, g)
 	if err != nil {
 		t.Fatal(err)
@@ -291,7 +313,7 @@ func testGoldenUNet(t *testing.T, algo cpu.ConvAlgo) {
 		g.compare(t, name, dmDownload(t, be, out), out.Shape())
 		be.Free(out)
 		if tr != nil {
-			tr.compareIntermediates(t, g, checkIntermediates(algo))
+			tr.compareIntermediates(t, g, func(string) bool { return gb.intermediates })
 		}
 
 		// The untraced path (fused GroupNorm+SiLU at the end) must agree.
@@ -308,12 +330,12 @@ func testGoldenUNet(t *testing.T, algo cpu.ConvAlgo) {
 
 func TestGoldenVAE(t *testing.T) {
 	t.Parallel()
-	for _, algo := range goldenConvAlgos {
-		t.Run(algo.String(), func(t *testing.T) { testGoldenVAE(t, algo) })
+	for _, gb := range goldenBackends {
+		t.Run(gb.name, func(t *testing.T) { testGoldenVAE(t, gb) })
 	}
 }
 
-func testGoldenVAE(t *testing.T, algo cpu.ConvAlgo) {
+func testGoldenVAE(t *testing.T, gb goldenBackend) {
 	g := dmLoadGolden(t, "b_autoencoder_kl")
 	cfg, err := weights.ParseVAEConfig(g.config(t))
 	if err != nil {
@@ -325,7 +347,7 @@ func testGoldenVAE(t *testing.T, algo cpu.ConvAlgo) {
 	}
 	dmCheckWeightsCovered(t, g, spec)
 
-	be := dmBackendConv(t, algo)
+	be := gb.new(t)
 	v, err := model.NewVAE(be, *cfg, g)
 	if err != nil {
 		t.Fatal(err)
@@ -361,7 +383,7 @@ func testGoldenVAE(t *testing.T, algo cpu.ConvAlgo) {
 		decoded, decShape = dmDownload(t, be, out), out.Shape()
 		be.Free(out)
 	}
-	tr.compareIntermediates(t, g, checkIntermediates(algo))
+	tr.compareIntermediates(t, g, func(string) bool { return gb.intermediates })
 
 	outs := g.names("output.")
 	if len(outs) == 0 {
