@@ -8,7 +8,6 @@ import (
 
 	"github.com/avatargen/musetalk/internal/golden"
 	"github.com/avatargen/musetalk/kernels"
-	"github.com/avatargen/musetalk/kernels/cpu"
 	"github.com/avatargen/musetalk/musetalk/model"
 )
 
@@ -19,6 +18,12 @@ import (
 // masks) is tested in package face.
 func TestGoldenBiSeNet(t *testing.T) {
 	t.Parallel()
+	for _, nb := range model.GoldenBackends {
+		t.Run(nb.Name, func(t *testing.T) { testGoldenBiSeNet(t, nb.New(t)) })
+	}
+}
+
+func testGoldenBiSeNet(t *testing.T, be kernels.Backend) {
 	c := golden.Load(t, "h_bisenet_face_parsing")
 
 	// The spec is exactly the file's floating weights.
@@ -59,11 +64,6 @@ func TestGoldenBiSeNet(t *testing.T) {
 		t.Errorf("spec has %d parameters, the file's floating weights %d", got, floatParams)
 	}
 
-	be, err := cpu.New(cpu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
 	net, err := model.NewBiSeNet(be, c)
 	if err != nil {
 		t.Fatal(err)

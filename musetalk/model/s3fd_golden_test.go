@@ -11,7 +11,6 @@ import (
 
 	"github.com/avatargen/musetalk/internal/golden"
 	"github.com/avatargen/musetalk/kernels"
-	"github.com/avatargen/musetalk/kernels/cpu"
 	"github.com/avatargen/musetalk/musetalk/model/weights"
 )
 
@@ -36,13 +35,14 @@ func s3fdInputs(set golden.Set) []int {
 }
 
 func TestGoldenS3FD(t *testing.T) {
+	for _, nb := range GoldenBackends {
+		t.Run(nb.Name, func(t *testing.T) { testGoldenS3FD(t, nb.New(t)) })
+	}
+}
+
+func testGoldenS3FD(t *testing.T, b kernels.Backend) {
 	c := golden.Load(t, "g_s3fd")
 	set := c.Set(t)
-	b, err := cpu.New(cpu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 
 	// The file holds exactly the spec's weights.
 	spec := S3FDSpec()

@@ -104,9 +104,14 @@ func download(t *testing.T, b kernels.Backend, x *kernels.Tensor) []float32 {
 
 func TestGoldenWhisperEncoder(t *testing.T) {
 	t.Parallel()
+	for _, nb := range model.GoldenBackends {
+		t.Run(nb.Name, func(t *testing.T) { testGoldenWhisperEncoder(t, nb.New(t)) })
+	}
+}
+
+func testGoldenWhisperEncoder(t *testing.T, b kernels.Backend) {
 	g := loadAudioGolden(t, "c_whisper_encoder")
 	cfg := g.whisperConfig(t)
-	b := dmBackend(t)
 	enc, err := model.NewWhisperEncoder(b, cfg, g)
 	if err != nil {
 		t.Fatal(err)
@@ -193,12 +198,16 @@ func TestGoldenPositionalEncoding(t *testing.T) {
 
 func TestGoldenAudioChunks(t *testing.T) {
 	t.Parallel()
-	testGoldenAudioPath(t, "f_musetalk_audio_chunks")
+	for _, nb := range model.GoldenBackends {
+		t.Run(nb.Name, func(t *testing.T) { testGoldenAudioPath(t, nb.New(t), "f_musetalk_audio_chunks") })
+	}
 }
 
 func TestGoldenAudioReal(t *testing.T) {
 	t.Parallel()
-	testGoldenAudioPath(t, "j_musetalk_audio_real")
+	for _, nb := range model.GoldenBackends {
+		t.Run(nb.Name, func(t *testing.T) { testGoldenAudioPath(t, nb.New(t), "j_musetalk_audio_real") })
+	}
 }
 
 // testGoldenAudioPath checks MuseTalk v1.5's audio path (cases f and j):
@@ -206,7 +215,7 @@ func TestGoldenAudioReal(t *testing.T) {
 // window per video frame. It runs twice: from the waveform (our log-mel),
 // and from the golden intermediate.input_features, when stored (the encoder
 // and chunking alone).
-func testGoldenAudioPath(t *testing.T, file string) {
+func testGoldenAudioPath(t *testing.T, b kernels.Backend, file string) {
 	g := loadAudioGolden(t, file)
 	cfg := g.whisperConfig(t)
 	var params struct {
@@ -242,7 +251,6 @@ func testGoldenAudioPath(t *testing.T, file string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := dmBackend(t)
 	enc, err := model.NewWhisperEncoder(b, cfg, g)
 	if err != nil {
 		t.Fatal(err)
