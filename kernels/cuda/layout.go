@@ -30,7 +30,7 @@ func (b *Backend) Permute(dst, x *kernels.Tensor, perm ...int) {
 	}
 	checkShape(op, "dst", dst, want...)
 	n := x.Len()
-	sizes, order := mergePerm(x.Shape(), perm)
+	sizes, order := kernels.SimplifyPermute(x.Shape(), perm)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	pd, px := b.ptr(op, "dst", dst), b.ptr(op, "x", x)
@@ -90,52 +90,6 @@ func (b *Backend) transpose(op string, dst, x DevPtr, batch, rows, cols int) {
 	tiles := ceilDiv(rows, 32) * ceilDiv(cols, 32)
 	b.launch(op, "transpose_f32", D3(min(tiles, 1<<20), 1, min(batch, 65535)), D3(32, 8, 1), 0,
 		dst, x, i32(op, batch), i32(op, rows), i32(op, cols))
-}
-
-// mergePerm drops size-1 dimensions of shape and merges source dimensions
-// that stay adjacent and in order under perm. It returns the merged source
-// sizes and the permutation of them ([1] and [0] when nothing is left).
-func mergePerm(shape, perm []int) (sizes, order []int) {
-	var kept []int // source dimensions of size > 1, in dst order
-	for _, p := range perm {
-		if shape[p] > 1 {
-			kept = append(kept, p)
-		}
-	}
-	if len(kept) == 0 {
-		return []int{1}, []int{0}
-	}
-	next := func(d int) int { // the next source dimension of size > 1
-		for d++; d < len(shape) && shape[d] == 1; d++ {
-		}
-		return d
-	}
-	var groups [][2]int // first and last source dimension, in dst order
-	for _, p := range kept {
-		if g := len(groups) - 1; g >= 0 && next(groups[g][1]) == p {
-			groups[g][1] = p
-			continue
-		}
-		groups = append(groups, [2]int{p, p})
-	}
-	bySrc := make([]int, len(groups))
-	for i := range bySrc {
-		bySrc[i] = i
-	}
-	slices.SortFunc(bySrc, func(a, c int) int { return groups[a][0] - groups[c][0] })
-	rank := make([]int, len(groups))
-	for pos, g := range bySrc {
-		rank[g] = pos
-		s := 1
-		for d := groups[g][0]; d <= groups[g][1]; d++ {
-			s *= shape[d]
-		}
-		sizes = append(sizes, s)
-	}
-	for g := range groups {
-		order = append(order, rank[g])
-	}
-	return sizes, order
 }
 
 // Concat implements [kernels.Ops.Concat]: one strided copy per source into
