@@ -85,4 +85,22 @@ __device__ __forceinline__ float block_max(float v, float *scratch) {
 	return v;
 }
 
+// tile_fma_4x4 is the inner step of the 64×64×16 tiles that the SGEMM and
+// the implicit-GEMM convolution share: for each k of the slice, thread
+// (tx, ty) of a 16×16 block multiplies rows ty+16i of the A tile by columns
+// tx+16j of the B tile into its 4×4 lattice acc. The tiles are row-major
+// [bk][ld] in shared memory.
+__device__ __forceinline__ void tile_fma_4x4(const float *As, const float *Bs, int ld, int bk, int tx, int ty, float acc[4][4]) {
+	for (int kk = 0; kk < bk; kk++) {
+		float a[4], b[4];
+		for (int i = 0; i < 4; i++)
+			a[i] = As[kk * ld + ty + 16 * i];
+		for (int j = 0; j < 4; j++)
+			b[j] = Bs[kk * ld + tx + 16 * j];
+		for (int i = 0; i < 4; i++)
+			for (int j = 0; j < 4; j++)
+				acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+	}
+}
+
 #endif

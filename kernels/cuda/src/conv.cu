@@ -96,16 +96,7 @@ KERNEL void conv2d_f32(float *dst, const float *x, const float *w, const float *
 			Kx[buf ^ 1][tid] = t - ky * kw;
 		}
 		__syncthreads();
-		for (int kk = 0; kk < CONV_BK; kk++) {
-			float a[4], b[4];
-			for (int i = 0; i < 4; i++)
-				a[i] = As[kk][ty + 16 * i];
-			for (int j = 0; j < 4; j++)
-				b[j] = Bs[kk][tx + 16 * j];
-			for (int i = 0; i < 4; i++)
-				for (int j = 0; j < 4; j++)
-					acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-		}
+		tile_fma_4x4(&As[0][0], &Bs[0][0], CONV_BM + 1, CONV_BK, tx, ty, acc);
 		__syncthreads();
 	}
 

@@ -38,16 +38,7 @@ KERNEL void sgemm_f32(float *C, const float *A, const float *B, const float *bia
 				Bs[kb][nn] = n < N && k2 < K ? Bz[(size_t)k2 * sbk + (size_t)n * sbn] : 0.0f;
 			}
 			__syncthreads();
-			for (int kk = 0; kk < GEMM_BK; kk++) {
-				float a[4], b[4];
-				for (int i = 0; i < 4; i++)
-					a[i] = As[kk][ty + 16 * i];
-				for (int j = 0; j < 4; j++)
-					b[j] = Bs[kk][tx + 16 * j];
-				for (int i = 0; i < 4; i++)
-					for (int j = 0; j < 4; j++)
-						acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-			}
+			tile_fma_4x4(&As[0][0], &Bs[0][0], GEMM_BM + 1, GEMM_BK, tx, ty, acc);
 			__syncthreads();
 		}
 		float *Cz = C + (size_t)z * M * N;
