@@ -10,26 +10,11 @@ import (
 func (b *Backend) Concat(dst *kernels.Tensor, axis int, srcs ...*kernels.Tensor) {
 	const op = "Concat"
 	dd := hostData(op, dst)
-	r := dst.Rank()
-	if axis < 0 {
-		axis += r
-	}
-	check(axis >= 0 && axis < r && len(srcs) > 0, op, "axis %d of %v with %d sources", axis, dst, len(srcs))
-	total := 0
 	for _, s := range srcs {
 		hostData(op, s)
-		ok := s.Rank() == r
-		for i := 0; ok && i < r; i++ {
-			ok = i == axis || s.Dim(i) == dst.Dim(i)
-		}
-		check(ok, op, "source %v does not fit %v along axis %d", s, dst, axis)
-		total += s.Dim(axis)
 	}
-	check(total == dst.Dim(axis), op, "sources sum to %d along axis %d, dst %v", total, axis, dst)
-	outer := 1
-	for i := range axis {
-		outer *= dst.Dim(i)
-	}
+	_, outer, err := kernels.ConcatShapes(dst, axis, srcs)
+	check(err == nil, op, "%v", err)
 	dInner := dst.Len() / outer
 	b.forChunks(outer, max(1, elemChunk/dInner), func(lo, hi int) {
 		for o := lo; o < hi; o++ {

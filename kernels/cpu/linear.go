@@ -10,16 +10,8 @@ import (
 func (b *Backend) Linear(dst, x, w, bias *kernels.Tensor) {
 	const op = "Linear"
 	xd, wd, dd, bd := hostData(op, x), hostData(op, w), hostData(op, dst), optData(op, bias)
-	checkRank(op, "w", w, 2)
-	n, k := w.Dim(0), w.Dim(1)
-	check(x.Dim(-1) == k, op, "x %v and w %v disagree on K", x, w)
-	shape := x.Shape()
-	shape[len(shape)-1] = n
-	checkShape(op, "dst", dst, shape...)
-	if bias != nil {
-		checkShape(op, "bias", bias, n)
-	}
-	m := x.Len() / k
+	m, n, k, err := kernels.LinearShapes(dst, x, w, bias)
+	check(err == nil, op, "%v", err)
 	b.gemm(&gemmSpec{
 		m: m, n: n, k: k,
 		a:       strided{data: xd, rs: k, cs: 1},

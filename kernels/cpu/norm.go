@@ -57,15 +57,11 @@ func (b *Backend) GroupNorm(dst, x, weight, bias *kernels.Tensor, p kernels.Grou
 func (b *Backend) LayerNorm(dst, x, weight, bias *kernels.Tensor, p kernels.LayerNormParams) {
 	const op = "LayerNorm"
 	xd, dd, wd, bd := hostData(op, x), hostData(op, dst), optData(op, weight), optData(op, bias)
-	checkShape(op, "dst", dst, x.Shape()...)
-	d := x.Dim(-1)
-	if weight != nil {
-		checkShape(op, "weight", weight, d)
+	rows, d, err := kernels.LayerNormShapes(dst, x, weight, bias)
+	check(err == nil, op, "%v", err)
+	if rows == 0 {
+		return
 	}
-	if bias != nil {
-		checkShape(op, "bias", bias, d)
-	}
-	rows := x.Len() / d
 	b.forChunks(rows, max(1, elemChunk/d), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			src, out := xd[r*d:(r+1)*d], dd[r*d:(r+1)*d]

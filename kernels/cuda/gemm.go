@@ -31,17 +31,8 @@ func (b *Backend) runGEMM(op string, g gemm, c, a, bm, bias DevPtr) {
 // reading w [N,K] as the transposed B.
 func (b *Backend) Linear(dst, x, w, bias *kernels.Tensor) {
 	const op = "Linear"
-	check(x != nil && w != nil, op, "nil input")
-	check(w.Rank() == 2, op, "w is %v, want rank 2", w)
-	n, k := w.Dim(0), w.Dim(1)
-	check(x.Dim(-1) == k, op, "x %v and w %v disagree on K", x, w)
-	shape := x.Shape()
-	shape[len(shape)-1] = n
-	checkShape(op, "dst", dst, shape...)
-	if bias != nil {
-		checkShape(op, "bias", bias, n)
-	}
-	m := x.Len() / k
+	m, n, k, err := kernels.LinearShapes(dst, x, w, bias)
+	check(err == nil, op, "%v", err)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.runGEMM(op, gemm{m: m, n: n, k: k, batch: 1, sam: k, sak: 1, sbk: 1, sbn: k, alpha: 1},

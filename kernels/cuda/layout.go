@@ -97,27 +97,8 @@ func (b *Backend) transpose(op string, dst, x DevPtr, batch, rows, cols int) {
 // product of the dimensions before axis.
 func (b *Backend) Concat(dst *kernels.Tensor, axis int, srcs ...*kernels.Tensor) {
 	const op = "Concat"
-	check(dst != nil, op, "dst is nil")
-	r := dst.Rank()
-	if axis < 0 {
-		axis += r
-	}
-	check(axis >= 0 && axis < r && len(srcs) > 0, op, "axis %d of %v with %d sources", axis, dst, len(srcs))
-	total := 0
-	for _, s := range srcs {
-		check(s != nil, op, "nil source")
-		ok := s.Rank() == r
-		for i := 0; ok && i < r; i++ {
-			ok = i == axis || s.Dim(i) == dst.Dim(i)
-		}
-		check(ok, op, "source %v does not fit %v along axis %d", s, dst, axis)
-		total += s.Dim(axis)
-	}
-	check(total == dst.Dim(axis), op, "sources sum to %d along axis %d, dst %v", total, axis, dst)
-	outer := 1
-	for i := range axis {
-		outer *= dst.Dim(i)
-	}
+	axis, outer, err := kernels.ConcatShapes(dst, axis, srcs)
+	check(err == nil, op, "%v", err)
 	row := dst.Len() / max(outer, 1)
 	i32(op, dst.Len())
 	b.mu.Lock()

@@ -45,21 +45,12 @@ func (b *Backend) GroupNorm(dst, x, weight, bias *kernels.Tensor, p kernels.Grou
 // per row of the last dimension, 8 rows per block.
 func (b *Backend) LayerNorm(dst, x, weight, bias *kernels.Tensor, p kernels.LayerNormParams) {
 	const op = "LayerNorm"
-	check(x != nil, op, "x is nil")
-	check(x.Rank() >= 1, op, "x is %v, want rank ≥ 1", x)
-	checkShape(op, "dst", dst, x.Shape()...)
-	d := x.Dim(-1)
-	if weight != nil {
-		checkShape(op, "weight", weight, d)
-	}
-	if bias != nil {
-		checkShape(op, "bias", bias, d)
-	}
+	rows, d, err := kernels.LayerNormShapes(dst, x, weight, bias)
+	check(err == nil, op, "%v", err)
 	i32(op, x.Len())
-	if x.Len() == 0 {
+	if rows == 0 {
 		return
 	}
-	rows := x.Len() / d
 	const warps = normBlock / 32
 	b.mu.Lock()
 	defer b.mu.Unlock()
