@@ -11,8 +11,6 @@ import (
 
 	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/kernels/cpu"
-	"github.com/avatargen/musetalk/kernels/cuda"
-	"github.com/avatargen/musetalk/kernels/cuda/emu"
 	"github.com/avatargen/musetalk/musetalk/model"
 	"github.com/avatargen/musetalk/musetalk/model/weights"
 )
@@ -241,19 +239,17 @@ type goldenBackend struct {
 var goldenBackends = []goldenBackend{
 	{cpu.ConvAuto.String(), func(t testing.TB) kernels.Backend { return dmBackendConv(t, cpu.ConvAuto) }, true},
 	{cpu.ConvWinograd.String(), func(t testing.TB) kernels.Backend { return dmBackendConv(t, cpu.ConvWinograd) }, false},
-	{"cuda-emu", emuBackend, true},
+	{"cuda-emu", backendNamed("cuda-emu"), true},
 }
 
-// emuBackend is the CUDA backend over the emulator, closed when the test
-// ends.
-func emuBackend(t testing.TB) kernels.Backend {
-	t.Helper()
-	be, err := cuda.New(emu.New(), cuda.Options{})
-	if err != nil {
-		t.Fatal(err)
+// backendNamed is the constructor of one of model.GoldenBackends.
+func backendNamed(name string) func(testing.TB) kernels.Backend {
+	for _, nb := range model.GoldenBackends {
+		if nb.Name == name {
+			return nb.New
+		}
 	}
-	t.Cleanup(func() { be.Close() })
-	return be
+	panic("no golden backend " + name)
 }
 
 func TestGoldenUNet(t *testing.T) {
