@@ -27,6 +27,9 @@ type Options struct {
 	// allocator's pool for reuse; beyond it Free hands memory back to the
 	// driver. 0 means no bound.
 	MaxPoolBytes int64
+	// Precision is how tensors are stored: kernels.F32 (the default) or
+	// kernels.F16. Accumulation and statistics are fp32 either way.
+	Precision kernels.Precision
 }
 
 // Backend implements [kernels.Backend] on a [Driver]. It is safe for
