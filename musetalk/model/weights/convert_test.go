@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/avatargen/musetalk/internal/half"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -88,7 +89,7 @@ func checkConverted(t *testing.T, path string, golden *Safetensors, spec []Tenso
 		if fp16 {
 			wantDType = F16
 			for i, v := range want.Data {
-				want.Data[i] = f16ToF32(f32ToF16(v))
+				want.Data[i] = half.ToFloat32(half.FromFloat32(v))
 			}
 		}
 		if got.DType != wantDType || !equalBits(got.Data, want.Data) {

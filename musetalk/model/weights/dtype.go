@@ -3,6 +3,7 @@ package weights
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/avatargen/musetalk/internal/half"
 	"math"
 )
 
@@ -64,7 +65,7 @@ func decodeFloat32(dst []float32, src []byte, d DType) error {
 		}
 	case F16:
 		for i := range dst {
-			dst[i] = f16ToF32(le.Uint16(src[2*i:]))
+			dst[i] = half.ToFloat32(le.Uint16(src[2*i:]))
 		}
 	case BF16:
 		for i := range dst {
@@ -157,72 +158,6 @@ func decodeInt64(dst []int64, src []byte, d DType) error {
 		return fmt.Errorf("cannot read %s as int64 (integer types only): %w", d, ErrUnsupported)
 	}
 	return nil
-}
-
-// f16ToF32 converts an IEEE 754 half-precision value exactly, subnormals,
-// infinities and NaN payloads included.
-func f16ToF32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	case exp != 0:
-		return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
-	case mant == 0:
-		return math.Float32frombits(sign)
-	}
-	// Subnormal: mant·2^-24. Normalise so the leading one becomes implicit.
-	e := uint32(113) // biased float32 exponent of 2^-14
-	for mant&0x400 == 0 {
-		mant <<= 1
-		e--
-	}
-	return math.Float32frombits(sign | e<<23 | (mant&0x3ff)<<13)
-}
-
-// f32ToF16 rounds f to the nearest half-precision value, ties to even.
-// Finite values beyond the half range become infinities; NaNs stay NaNs.
-func f32ToF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int32(b>>23) & 0xff
-	mant := b & 0x7fffff
-	if exp == 0xff {
-		if mant == 0 {
-			return sign | 0x7c00
-		}
-		m := uint16(mant >> 13)
-		if m == 0 {
-			m = 0x200
-		}
-		return sign | 0x7c00 | m
-	}
-	e := exp - 127 + 15
-	if e >= 0x1f {
-		return sign | 0x7c00
-	}
-	if e <= 0 {
-		if e < -10 {
-			return sign
-		}
-		mant |= 0x800000
-		shift := uint32(14 - e)
-		half := uint32(1) << (shift - 1)
-		rem := mant & (1<<shift - 1)
-		m := mant >> shift
-		if rem > half || (rem == half && m&1 == 1) {
-			m++
-		}
-		return sign | uint16(m)
-	}
-	h := uint32(e)<<10 | mant>>13
-	rem := mant & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
-		h++ // a carry into the exponent is correct, up to infinity
-	}
-	return sign | uint16(h)
 }
 
 // f32ToBF16 rounds f to the nearest bfloat16 value, ties to even.

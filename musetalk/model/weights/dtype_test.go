@@ -1,6 +1,7 @@
 package weights
 
 import (
+	"github.com/avatargen/musetalk/internal/half"
 	"math"
 	"testing"
 )
@@ -9,7 +10,7 @@ func TestF16Exhaustive(t *testing.T) {
 	t.Parallel()
 	for h := range 1 << 16 {
 		h := uint16(h)
-		f := f16ToF32(h)
+		f := half.ToFloat32(h)
 		exp, mant := h>>10&0x1f, h&0x3ff
 		// Reference value from the definition of binary16.
 		var want float64
@@ -18,7 +19,7 @@ func TestF16Exhaustive(t *testing.T) {
 			if !math.IsNaN(float64(f)) {
 				t.Fatalf("%#04x: %v, want NaN", h, f)
 			}
-			if back := f32ToF16(f); back != h {
+			if back := half.FromFloat32(f); back != h {
 				t.Fatalf("NaN %#04x round-trips to %#04x", h, back)
 			}
 			continue
@@ -33,38 +34,38 @@ func TestF16Exhaustive(t *testing.T) {
 			want = -want
 		}
 		if float64(f) != want || math.Signbit(float64(f)) != (h&0x8000 != 0) {
-			t.Fatalf("f16ToF32(%#04x) = %v, want %v", h, f, want)
+			t.Fatalf("half.ToFloat32(%#04x) = %v, want %v", h, f, want)
 		}
-		if back := f32ToF16(f); back != h {
-			t.Fatalf("f32ToF16(f16ToF32(%#04x)) = %#04x", h, back)
+		if back := half.FromFloat32(f); back != h {
+			t.Fatalf("half.FromFloat32(half.ToFloat32(%#04x)) = %#04x", h, back)
 		}
 		// Rounding: between h and the next larger magnitude, the midpoint
 		// goes to the even one, anything off the midpoint to the nearer.
 		if exp == 0x1f || h&0x7fff == 0x7bff {
 			continue
 		}
-		next := f16ToF32(h + 1)
+		next := half.ToFloat32(h + 1)
 		mid := (float64(f) + float64(next)) / 2 // exact in float64, and in float32 here
 		even := h
 		if h&1 == 1 {
 			even = h + 1
 		}
-		if got := f32ToF16(float32(mid)); got != even {
+		if got := half.FromFloat32(float32(mid)); got != even {
 			t.Fatalf("midpoint of %#04x and %#04x rounds to %#04x, want %#04x", h, h+1, got, even)
 		}
 		above := math.Nextafter32(float32(mid), float32(next))
 		below := math.Nextafter32(float32(mid), f)
-		if got := f32ToF16(above); got != h+1 {
+		if got := half.FromFloat32(above); got != h+1 {
 			t.Fatalf("just above the midpoint of %#04x: %#04x", h, got)
 		}
-		if got := f32ToF16(below); got != h {
+		if got := half.FromFloat32(below); got != h {
 			t.Fatalf("just below the midpoint of %#04x: %#04x", h, got)
 		}
 	}
 	// Overflow: 65520 is the midpoint between 65504 and 2^16 and rounds up.
 	for v, want := range map[float32]uint16{65504: 0x7bff, 65519.99: 0x7bff, 65520: 0x7c00, 1e10: 0x7c00, -1e10: 0xfc00, 1e-10: 0, -1e-10: 0x8000} {
-		if got := f32ToF16(v); got != want {
-			t.Errorf("f32ToF16(%v) = %#04x, want %#04x", v, got, want)
+		if got := half.FromFloat32(v); got != want {
+			t.Errorf("half.FromFloat32(%v) = %#04x, want %#04x", v, got, want)
 		}
 	}
 }

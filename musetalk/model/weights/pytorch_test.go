@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/avatargen/musetalk/internal/half"
 	"math"
 	"os"
 	"os/exec"
@@ -345,7 +346,7 @@ func TestPyTorchRealFiles(t *testing.T) {
 	round := map[DType]func(float64) float32{
 		F32:  func(v float64) float32 { return float32(v) },
 		F64:  func(v float64) float32 { return float32(v) },
-		F16:  func(v float64) float32 { return f16ToF32(f32ToF16(float32(v))) },
+		F16:  func(v float64) float32 { return half.ToFloat32(half.FromFloat32(float32(v))) },
 		BF16: func(v float64) float32 { return math.Float32frombits(uint32(f32ToBF16(float32(v))) << 16) },
 	}
 	for _, path := range files {

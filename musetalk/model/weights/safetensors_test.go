@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/avatargen/musetalk/internal/half"
 	"math"
 	"os"
 	"path/filepath"
@@ -61,7 +62,7 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 		"z.f32": exact, "a.f16": exact, "d.f64": rounded, "empty": {}, "big": big, "n.i64": {-(1 << 40)},
 	}
 	for _, v := range rounded {
-		want["a.f16.rounded"] = append(want["a.f16.rounded"], f16ToF32(f32ToF16(v)))
+		want["a.f16.rounded"] = append(want["a.f16.rounded"], half.ToFloat32(half.FromFloat32(v)))
 		want["m.bf16"] = append(want["m.bf16"], math.Float32frombits(uint32(f32ToBF16(v))<<16))
 	}
 	path := filepath.Join(t.TempDir(), "w.safetensors")

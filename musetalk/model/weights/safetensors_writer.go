@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/avatargen/musetalk/internal/half"
 	"maps"
 	"math"
 	"os"
@@ -188,7 +189,7 @@ func (sw *SafetensorsWriter) WriteFloat32(name string, data []float32) error {
 			case F64:
 				binary.LittleEndian.PutUint64(b, math.Float64bits(float64(v)))
 			case F16:
-				h := f32ToF16(v)
+				h := half.FromFloat32(v)
 				if h&0x7fff == 0x7c00 && !math.IsInf(float64(v), 0) {
 					return fmt.Errorf("%s: tensor %q: element %d = %g overflows float16", sw.path, name, base+i, v)
 				}

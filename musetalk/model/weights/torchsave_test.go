@@ -32,6 +32,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"encoding/binary"
+	"github.com/avatargen/musetalk/internal/half"
 	"hash/crc32"
 	"io"
 	"maps"
@@ -426,7 +427,7 @@ func f32Storage(key string, v []float32) *torchStorage {
 func f16Storage(key string, v []float32) *torchStorage {
 	b := make([]byte, 2*len(v))
 	for i, x := range v {
-		binary.LittleEndian.PutUint16(b[2*i:], f32ToF16(x))
+		binary.LittleEndian.PutUint16(b[2*i:], half.FromFloat32(x))
 	}
 	return &torchStorage{key: key, typ: "HalfStorage", numel: len(v), data: b}
 }
