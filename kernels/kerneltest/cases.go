@@ -3,30 +3,98 @@ package kerneltest
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/avatargen/musetalk/kernels"
 )
 
-// Tolerances. GEMM-like ops are judged against the sum of |terms| of each
-// element (float32 accumulation over K terms); pointwise ops against the
-// value itself.
+// Tolerances (the package documentation states the rules). GEMM-like ops
+// are judged against the sum of |terms| of each element (float32
+// accumulation over K terms); pointwise ops against the value itself.
+// Each helper returns the fp32 tolerance, widened for F16 storage.
 
-// tolSum allows 2e-6 of each element's sum of |terms|.
-func tolSum(mag []float64) tol { return tol{abs: 1e-6, magRel: 2e-6, mag: mag} }
+// The fp16 allowances.
+const (
+	// f16Store is the relative error one rounding of a stored result to
+	// half may add: 2⁻¹⁰, twice round-to-nearest's bound (2⁻¹¹ of the
+	// value), the margin covering the fp32 error the value carried before
+	// it was rounded.
+	f16Store = 0x1p-10
+	// f16Tiny is the absolute error of a rounding in half's subnormal
+	// range: 2⁻²⁴, one subnormal step (round-to-nearest: half of it).
+	f16Tiny = 0x1p-24
+	// f16Accum is the least magRel of an fp32 accumulation in F16 mode:
+	// tensor cores align and truncate inside each MMA instead of rounding
+	// to nearest, so their errors do not cancel as float32 sums' do.
+	f16Accum = 0x1p-16
+)
+
+// widen adds one F16 rounding of the output to tl.
+func (h *harness) widen(tl tol) tol {
+	if h.prec == kernels.F16 {
+		tl.abs += f16Tiny
+		tl.rel += f16Store
+	}
+	return tl
+}
+
+// tolSum allows 2e-6 of each element's sum of |terms| (GEMM-like ops);
+// F16: at least 2⁻¹⁶, plus one output rounding.
+func (h *harness) tolSum(mag []float64) tol {
+	return h.gemm(tol{abs: 1e-6, magRel: 2e-6, mag: mag})
+}
 
 // tolFast allows 1e-5 of the sum of |terms|: sums computed by a fast
 // algorithm such as Winograd's, which rounds a few times more than the
-// direct sum.
-func tolFast(mag []float64) tol { return tol{abs: 1e-6, magRel: 1e-5, mag: mag} }
+// direct sum. F16 as tolSum.
+func (h *harness) tolFast(mag []float64) tol {
+	return h.gemm(tol{abs: 1e-6, magRel: 1e-5, mag: mag})
+}
 
-// tolExact allows no error: the op only moves or rounds once.
-func tolExact() tol { return tol{} }
+func (h *harness) gemm(tl tol) tol {
+	if h.prec == kernels.F16 {
+		tl.magRel = max(tl.magRel, f16Accum)
+	}
+	return h.widen(tl)
+}
 
-// tolPointwise allows a few float32 ulps of the value.
-func tolPointwise() tol { return tol{abs: 2e-6, rel: 2e-6} }
+// tolAttention allows 1e-5 of the sum of |p·v| terms; F16: as a GEMM,
+// plus 2⁻¹⁰ of that sum for the probabilities' rounding to half before
+// they multiply v.
+func (h *harness) tolAttention(mag []float64) tol {
+	tl := h.gemm(tol{abs: 2e-6, magRel: 1e-5, mag: mag})
+	if h.prec == kernels.F16 {
+		tl.magRel += f16Store
+	}
+	return tl
+}
 
-// tolNorm allows 1e-5 of the normalised value.
-func tolNorm() tol { return tol{abs: 1e-5, rel: 1e-5} }
+// tolExact allows no error: the op only moves elements, which are values
+// of the storage precision already.
+func (h *harness) tolExact() tol { return tol{} }
+
+// tolRounded is for ops that round an exact result once (Add, Mul): no
+// error against the float32-rounded reference in fp32; in F16, against
+// the exact reference, round-to-nearest's bound 2⁻¹¹ (2⁻²⁵ in the
+// subnormal range) plus 2⁻²² for a double rounding through fp32.
+func (h *harness) tolRounded() tol {
+	if h.prec == kernels.F16 {
+		return tol{abs: 0x1p-25, rel: 0x1p-11 + 0x1p-22}
+	}
+	return tol{}
+}
+
+// tolPointwise allows a few float32 ulps of the value; F16: plus one
+// output rounding.
+func (h *harness) tolPointwise() tol { return h.widen(tol{abs: 2e-6, rel: 2e-6}) }
+
+// tolNorm allows 1e-5 of the normalised value; F16: plus one output
+// rounding.
+func (h *harness) tolNorm() tol { return h.widen(tol{abs: 1e-5, rel: 1e-5}) }
+
+// tolSoftmax allows 2e-6 of each probability; F16: plus one output
+// rounding.
+func (h *harness) tolSoftmax() tol { return h.widen(tol{abs: 1e-7, rel: 2e-6}) }
 
 func cases() []testCase {
 	var cs []testCase
@@ -84,9 +152,9 @@ func convCases() []testCase {
 			}
 			want, mag, ho, wo := refConv2D(x, c.n, c.c, c.h, c.w, w, c.co, c.kh, c.kw, bias,
 				max(c.p.StrideH, 1), max(c.p.StrideW, 1), c.p.PadTop, c.p.PadBottom, c.p.PadLeft, c.p.PadRight)
-			tl := tolSum(mag)
+			tl := h.tolSum(mag)
 			if c.fast {
-				tl = tolFast(mag)
+				tl = h.tolFast(mag)
 			}
 			dst := h.output(c.n, c.co, ho, wo)
 			h.b.Conv2D(dst, xt, wt, bt, c.p)
@@ -109,7 +177,7 @@ func convCases() []testCase {
 			w, wt := h.input(1/math.Sqrt(float64(c.c*c.k)), c.co, c.c, c.k)
 			bias, bt := h.input(0.5, c.co)
 			want, mag, _, lo := refConv2D(x, c.n, c.c, 1, c.l, w, c.co, 1, c.k, bias, 1, c.stride, 0, 0, c.pad, c.pad)
-			tl := tolSum(mag)
+			tl := h.tolSum(mag)
 			p := kernels.Conv1DParams{PadLeft: c.pad, PadRight: c.pad, Stride: c.stride}
 			ww := h.weight(w, c.co, c.c, c.k)
 			for _, w := range []*kernels.Tensor{wt, ww, ww} {
@@ -148,7 +216,7 @@ func gemmCases() []testCase {
 				bias, bt = h.input(0.5, c.n)
 			}
 			want, mag := refLinear(x, m, c.k, w, c.n, bias)
-			tl := tolSum(mag)
+			tl := h.tolSum(mag)
 			dst := h.output(append(append([]int{}, c.lead...), c.n)...)
 			h.b.Linear(dst, xt, wt, bt)
 			h.check(dst, want, tl)
@@ -201,7 +269,7 @@ func gemmCases() []testCase {
 			}
 			dst := h.output(c.batch, c.m, c.n)
 			h.b.MatMul(dst, at, bt, kernels.MatMulParams{Alpha: c.alpha, TransA: c.ta, TransB: c.tb})
-			tl := tolSum(mag)
+			tl := h.tolSum(mag)
 			h.check(dst, want, tl)
 		}})
 	}
@@ -227,7 +295,7 @@ func attentionCases() []testCase {
 			want, mag := refAttention(q, k, v, c.n, c.lq, c.lk, c.cq, c.cv, c.heads, float64(p.HeadScale(c.cq)))
 			dst := h.output(c.n, c.lq, c.cv)
 			h.b.Attention(dst, qt, kt, vt, p)
-			h.check(dst, want, tol{abs: 2e-6, magRel: 1e-5, mag: mag})
+			h.check(dst, want, h.tolAttention(mag))
 		}})
 	}
 	return cs
@@ -274,7 +342,7 @@ func normCases() []testCase {
 					src = dst
 				}
 				h.b.GroupNorm(dst, src, wt, bt, kernels.GroupNormParams{Eps: c.eps, Groups: c.groups, SiLU: c.silu})
-				h.check(dst, want, tolNorm())
+				h.check(dst, want, h.tolNorm())
 			}})
 		}
 	}
@@ -296,7 +364,7 @@ func normCases() []testCase {
 			want := refLayerNorm(x, d, 1e-5, w, b)
 			dst := h.output(c.shape...)
 			h.b.LayerNorm(dst, xt, wt, bt, kernels.LayerNormParams{Eps: 1e-5})
-			h.check(dst, want, tolNorm())
+			h.check(dst, want, h.tolNorm())
 		}})
 	}
 	return cs
@@ -320,8 +388,13 @@ func pointwiseCases() []testCase {
 		for _, shape := range [][]int{{1}, {17}, {3, 100003}} {
 			cs = append(cs, testCase{u.op, fmt.Sprint(shape), func(h *harness) {
 				x, _ := h.input(3, shape...)
-				// Extremes: saturation, overflow of exp, tiny values.
-				for i, v := range []float64{0, -0, 1e-8, -1e-8, 20, -20, 90, -90, 200, -200, 5.5, -5.5} {
+				// Extremes: saturation, overflow of exp, tiny values. Half
+				// rounds 1e-8 to zero; 1e-6 is a half subnormal.
+				tiny := 1e-8
+				if h.prec == kernels.F16 {
+					tiny = 1e-6
+				}
+				for i, v := range []float64{0, -0, tiny, -tiny, 20, -20, 90, -90, 200, -200, 5.5, -5.5} {
 					if i < len(x) {
 						x[len(x)-1-i] = v
 					}
@@ -333,11 +406,11 @@ func pointwiseCases() []testCase {
 				}
 				dst := h.output(shape...)
 				u.run(h.b, dst, xt)
-				h.check(dst, want, tolPointwise())
+				h.check(dst, want, h.tolPointwise())
 				u.run(h.b, xt, xt) // in place
 				inPlace := h.output(shape...)
 				h.b.Copy(inPlace, xt)
-				h.check(inPlace, want, tolPointwise())
+				h.check(inPlace, want, h.tolPointwise())
 			}})
 		}
 	}
@@ -356,7 +429,7 @@ func pointwiseCases() []testCase {
 			out[len(out)-1] = d
 			dst := h.output(out...)
 			h.b.GEGLU(dst, xt)
-			h.check(dst, want, tolPointwise())
+			h.check(dst, want, h.tolPointwise())
 		}})
 	}
 	for _, shape := range [][]int{{1, 1}, {3, 7, 129}, {2, 50}, {4, 1024}} {
@@ -367,7 +440,7 @@ func pointwiseCases() []testCase {
 			want := refSoftmax(x, shape[len(shape)-1])
 			dst := h.output(shape...)
 			h.b.Softmax(dst, xt)
-			h.check(dst, want, tol{abs: 1e-7, rel: 2e-6})
+			h.check(dst, want, h.tolSoftmax())
 		}})
 	}
 	type bin struct{ a, b []int }
@@ -385,14 +458,20 @@ func pointwiseCases() []testCase {
 				if op == kernels.OpMul {
 					f, run = func(x, y float64) float64 { return x * y }, h.b.Mul
 				}
-				want := refBroadcast(a, s.a, b, s.b, func(x, y float64) float64 { return float64(float32(f(x, y))) })
+				// fp32: the float32-rounded result, exactly. F16: the sum or
+				// product of two halves, exact in float64, rounded once.
+				round := func(v float64) float64 { return float64(float32(v)) }
+				if h.prec == kernels.F16 {
+					round = func(v float64) float64 { return v }
+				}
+				want := refBroadcast(a, s.a, b, s.b, func(x, y float64) float64 { return round(f(x, y)) })
 				dst := h.output(s.a...)
 				run(dst, at, bt)
-				h.check(dst, want, tolExact())
+				h.check(dst, want, h.tolRounded())
 				run(at, at, bt) // in place
 				inPlace := h.output(s.a...)
 				h.b.Copy(inPlace, at)
-				h.check(inPlace, want, tolExact())
+				h.check(inPlace, want, h.tolRounded())
 			}})
 		}
 	}
@@ -417,7 +496,7 @@ func layoutCases() []testCase {
 			}
 			dst := h.output(out...)
 			h.b.Permute(dst, xt, c.perm...)
-			h.check(dst, want, tolExact())
+			h.check(dst, want, h.tolExact())
 		}})
 	}
 	type cat struct {
@@ -445,7 +524,7 @@ func layoutCases() []testCase {
 			}
 			dst := h.output(out...)
 			h.b.Concat(dst, c.axis, ts...)
-			h.check(dst, refConcat(srcs, c.shapes, axis), tolExact())
+			h.check(dst, refConcat(srcs, c.shapes, axis), h.tolExact())
 		}})
 	}
 	type up struct{ in, out []int }
@@ -458,7 +537,7 @@ func layoutCases() []testCase {
 			want := refUpsample(x, c.in[0]*c.in[1], c.in[2], c.in[3], c.out[2], c.out[3])
 			dst := h.output(c.out...)
 			h.b.UpsampleNearest(dst, xt)
-			h.check(dst, want, tolExact())
+			h.check(dst, want, h.tolExact())
 		}})
 	}
 	type pool struct {
@@ -477,12 +556,12 @@ func layoutCases() []testCase {
 			x, xt := h2.input(1, c.in...)
 			dst := h2.output(c.in[0], c.in[1], ho, wo)
 			h2.b.MaxPool2D(dst, xt, c.p)
-			h2.check(dst, refPool(x, nc, h, w, c.p, true), tolExact())
+			h2.check(dst, refPool(x, nc, h, w, c.p, true), h2.tolExact())
 		}}, testCase{kernels.OpAvgPool2D, name, func(h2 *harness) {
 			x, xt := h2.input(1, c.in...)
 			dst := h2.output(c.in[0], c.in[1], ho, wo)
 			h2.b.AvgPool2D(dst, xt, c.p)
-			h2.check(dst, refPool(x, nc, h, w, c.p, false), tolPointwise())
+			h2.check(dst, refPool(x, nc, h, w, c.p, false), h2.tolPointwise())
 		}})
 	}
 	for _, c := range []up{
@@ -495,7 +574,7 @@ func layoutCases() []testCase {
 				want := refBilinear(x, c.in[0]*c.in[1], c.in[2], c.in[3], c.out[2], c.out[3], align)
 				dst := h.output(c.out...)
 				h.b.UpsampleBilinear(dst, xt, align)
-				h.check(dst, want, tolNorm())
+				h.check(dst, want, h.tolNorm())
 			}})
 		}
 	}
@@ -507,7 +586,7 @@ func layoutCases() []testCase {
 			plane := len(x) / (shape[0] * c)
 			dst := h.output(shape...)
 			h.b.L2Norm(dst, xt, wtt, 1e-10)
-			h.check(dst, refL2Norm(x, shape[0], c, plane, wt, 1e-10), tolNorm())
+			h.check(dst, refL2Norm(x, shape[0], c, plane, wt, 1e-10), h.tolNorm())
 		}})
 	}
 	for _, shape := range [][]int{{1}, {3, 70001}} {
@@ -515,8 +594,32 @@ func layoutCases() []testCase {
 			x, xt := h.input(1, shape...)
 			dst := h.output(shape...)
 			h.b.Copy(dst, xt)
-			h.check(dst, x, tolExact())
+			h.check(dst, x, h.tolExact())
 		}})
 	}
+	// Upload's rounding: values that are not halves (ties between
+	// neighbours, subnormals, overflow), uploaded as they are, must come
+	// back rounded as the storage precision rounds them (unchanged in
+	// fp32; RoundF16 in F16, which gives ±Inf beyond 65520).
+	cs = append(cs, testCase{kernels.OpCopy, "upload_rounding", func(h *harness) {
+		raw := []float32{0.1, 1.0 / 3, 1 + 0x1p-11, 1 + 3*0x1p-11, 2049, 2051, 0x1p-25, 3 * 0x1p-26, 1e-6, 0x1p-14 - 0x1p-26,
+			65519, 65520, 1e6, -12345.678, math.Nextafter32(1+0x1p-11, 2), 6e-8, 3e-8, 1e-30}
+		for _, v := range slices.Clone(raw) {
+			raw = append(raw, -v)
+		}
+		for range 1000 {
+			raw = append(raw, float32(h.rng.NormFloat64()*100))
+		}
+		want := make([]float64, len(raw))
+		for i, v := range raw {
+			want[i] = float64(h.stored(v))
+		}
+		xt := h.b.Alloc(len(raw))
+		h.owned = append(h.owned, xt)
+		h.b.Upload(xt, raw)
+		dst := h.output(len(raw))
+		h.b.Copy(dst, xt)
+		h.check(dst, want, h.tolExact())
+	}})
 	return cs
 }
