@@ -32,12 +32,12 @@ func (b *Backend) Attention(dst, q, k, v *kernels.Tensor, p kernels.AttentionPar
 	check(n > 0 && lq > 0 && lk > 0 && cq > 0 && cv > 0, op, "empty input: q %v, k %v, v %v", q, k, v)
 	dq, dv := cq/heads, cv/heads
 	check(dv <= attnMaxHead, op, "value head dimension %d exceeds %d", dv, attnMaxHead)
-	kernel := "attention_f32_d256"
+	kernel := "attention_d256"
 	switch {
 	case dv <= 64:
-		kernel = "attention_f32_d64"
+		kernel = "attention_d64"
 	case dv <= 160:
-		kernel = "attention_f32_d160"
+		kernel = "attention_d160"
 	}
 	limit := min(attnSharedLimit, b.info.SharedPerBlock)
 	rows, shared := 0, 0

@@ -5,11 +5,13 @@
 // tests it is package emu, which runs the same kernel sources on the CPU,
 // so every kernel and launch is checked by `go test` without a GPU.
 //
-// Storage is fp32 (fp16 comes later); reductions (softmax) run in fp32.
-// Ops are issued in order on the driver's stream and may still be running
+// Tensors are stored as fp32 or, with Options.Precision = kernels.F16, as
+// IEEE half; every kernel source is compiled for both storage types and
+// computes in fp32 (accumulation, statistics, softmax) either way. Ops are
+// issued in order on the driver's stream and may still be running
 // when they return; their errors surface at [Backend.Sync] and
 // [Backend.Download]. Every op of the table is implemented (Supports
-// reports true for each); tensor cores and fp16 storage are next.
+// reports true for each).
 package cuda
 
 import (
@@ -37,6 +39,9 @@ type Options struct {
 type Backend struct {
 	d         Driver
 	info      DeviceInfo
+	prec      kernels.Precision
+	esize     int    // bytes per stored element
+	suffix    string // of the kernels for prec: "_f32" or "_f16"
 	maxPool   int64
 	gridLimit int // blocks of a grid-stride kernel
 
@@ -57,9 +62,21 @@ func New(d Driver, opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("cuda backend: device %q unsupported: warp size %d, %d threads and %d bytes of shared memory per block, %d SMs",
 			info.Name, info.WarpSize, info.MaxThreadsPerBlock, info.SharedPerBlock, info.SMs)
 	}
+	var suffix string
+	switch opts.Precision {
+	case kernels.F32:
+		suffix = "_f32"
+	case kernels.F16:
+		suffix = "_f16"
+	default:
+		return nil, fmt.Errorf("cuda backend: unknown precision %v", opts.Precision)
+	}
 	return &Backend{
 		d:         d,
 		info:      info,
+		prec:      opts.Precision,
+		esize:     opts.Precision.ElemBytes(),
+		suffix:    suffix,
 		maxPool:   opts.MaxPoolBytes,
 		gridLimit: 8 * info.SMs,
 		pool:      make(map[int][]DevPtr),
@@ -67,8 +84,17 @@ func New(d Driver, opts Options) (*Backend, error) {
 	}, nil
 }
 
-// Name returns "cuda/" followed by the device's name, e.g. "cuda/emu".
-func (b *Backend) Name() string { return "cuda/" + b.info.Name }
+// Name returns "cuda/" followed by the device's name, and "/fp16" for fp16
+// storage, e.g. "cuda/emu" or "cuda/NVIDIA H100 80GB HBM3/fp16".
+func (b *Backend) Name() string {
+	if b.prec == kernels.F16 {
+		return "cuda/" + b.info.Name + "/fp16"
+	}
+	return "cuda/" + b.info.Name
+}
+
+// Precision returns how the backend stores tensors.
+func (b *Backend) Precision() kernels.Precision { return b.prec }
 
 // Supports reports whether op is implemented.
 func (b *Backend) Supports(op kernels.Op) bool {
@@ -110,9 +136,16 @@ func (b *Backend) Close() error {
 	return nil
 }
 
-// launch issues a kernel; the caller holds b.mu. A launch error is
-// recorded for Sync and Download to report.
-func (b *Backend) launch(op, kernel string, grid, block Dim3, shared int, args ...any) {
+// launch issues the kernel base+"_f32" or base+"_f16", as the storage
+// precision asks (see KNAME in src/common.cuh); the caller holds b.mu. A
+// launch error is recorded for Sync and Download to report.
+func (b *Backend) launch(op, base string, grid, block Dim3, shared int, args ...any) {
+	b.launchExact(op, base+b.suffix, grid, block, shared, args...)
+}
+
+// launchExact issues a kernel by its full name, for kernels compiled once
+// (plain names, fixed element types).
+func (b *Backend) launchExact(op, kernel string, grid, block Dim3, shared int, args ...any) {
 	if err := b.d.Launch(kernel, grid, block, shared, args...); err != nil {
 		b.record(op, err)
 	}
@@ -129,7 +162,7 @@ func (b *Backend) record(op string, err error) {
 // b.mu. It panics unless t is a live tensor of this backend.
 func (b *Backend) ptr(op, name string, t *kernels.Tensor) DevPtr {
 	buf, off := b.buffer(op, name, t)
-	return buf.ptr + DevPtr(4*off)
+	return buf.ptr + DevPtr(b.esize*off)
 }
 
 // optPtr is ptr for an optional tensor: 0 for nil.

@@ -59,7 +59,7 @@ func (b *Backend) conv2D(op string, dst, x, w, bias *kernels.Tensor, p kernels.C
 	check(grid.Y <= 65535, op, "%d output channels exceed the kernel's limit", co)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.launch(op, "conv2d_f32", grid, D3(16, 16, 1), 0,
+	b.launch(op, "conv2d", grid, D3(16, 16, 1), 0,
 		b.ptr(op, "dst", dst), b.ptr(op, "x", x), b.ptr(op, "w", w), b.optPtr(op, "bias", bias),
 		int32(n), int32(c), int32(h), int32(wi), int32(co), int32(kh), int32(kw),
 		int32(max(p.StrideH, 1)), int32(max(p.StrideW, 1)), int32(p.PadTop), int32(p.PadLeft), int32(ho), int32(wo))

@@ -27,6 +27,9 @@ type DeviceInfo struct {
 	MaxThreadsPerBlock int
 	SharedPerBlock     int // bytes of shared memory a block may use
 	WarpSize           int
+	// Arch is the compute capability ×10 (86 for an RTX 3090). From 80 on
+	// the backend runs GEMMs on tensor cores (mma.sync) in fp16 storage.
+	Arch int
 }
 
 // Driver is the seam between the backend's host code and a device: memory,

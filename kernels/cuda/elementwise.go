@@ -27,23 +27,23 @@ func (b *Backend) unary(op, kernel string, dst, x *kernels.Tensor, extra ...any)
 // Copy implements [kernels.Ops.Copy].
 func (b *Backend) Copy(dst, src *kernels.Tensor) {
 	check(dst != nil && src != nil && dst.Len() == src.Len(), "Copy", "dst %v and src %v differ in length", dst, src)
-	b.unary("Copy", "copy_f32", dst, src.Reshape(dst.Shape()...))
+	b.unary("Copy", "copy", dst, src.Reshape(dst.Shape()...))
 }
 
 // GELU implements [kernels.Ops.GELU].
-func (b *Backend) GELU(dst, x *kernels.Tensor) { b.unary("GELU", "gelu_f32", dst, x) }
+func (b *Backend) GELU(dst, x *kernels.Tensor) { b.unary("GELU", "gelu", dst, x) }
 
 // ReLU implements [kernels.Ops.ReLU].
-func (b *Backend) ReLU(dst, x *kernels.Tensor) { b.unary("ReLU", "relu_f32", dst, x) }
+func (b *Backend) ReLU(dst, x *kernels.Tensor) { b.unary("ReLU", "relu", dst, x) }
 
 // Scale implements [kernels.Ops.Scale].
-func (b *Backend) Scale(dst, x *kernels.Tensor, s float32) { b.unary("Scale", "scale_f32", dst, x, s) }
+func (b *Backend) Scale(dst, x *kernels.Tensor, s float32) { b.unary("Scale", "scale", dst, x, s) }
 
 // Sigmoid implements [kernels.Ops.Sigmoid].
-func (b *Backend) Sigmoid(dst, x *kernels.Tensor) { b.unary("Sigmoid", "sigmoid_f32", dst, x) }
+func (b *Backend) Sigmoid(dst, x *kernels.Tensor) { b.unary("Sigmoid", "sigmoid", dst, x) }
 
 // SiLU implements [kernels.Ops.SiLU].
-func (b *Backend) SiLU(dst, x *kernels.Tensor) { b.unary("SiLU", "silu_f32", dst, x) }
+func (b *Backend) SiLU(dst, x *kernels.Tensor) { b.unary("SiLU", "silu", dst, x) }
 
 // Add implements [kernels.Ops.Add].
 func (b *Backend) Add(dst, a, x *kernels.Tensor) { b.binary("Add", "add", dst, a, x) }
@@ -67,7 +67,7 @@ func (b *Backend) binary(op, name string, dst, a, x *kernels.Tensor) {
 	defer b.mu.Unlock()
 	pd, pa, px := b.ptr(op, "dst", dst), b.ptr(op, "a", a), b.ptr(op, "b", x)
 	if len(sizes) == 1 && strides[0] == 1 {
-		b.launch(op, name+"_f32", b.elemGrid(n), D1(elemBlock), 0, pd, pa, px, i32(op, n))
+		b.launch(op, name, b.elemGrid(n), D1(elemBlock), 0, pd, pa, px, i32(op, n))
 		return
 	}
 	for len(sizes) < bcastRank {
@@ -84,9 +84,9 @@ func (b *Backend) binary(op, name string, dst, a, x *kernels.Tensor) {
 		for d := range outer {
 			xo += idx[d] * strides[d]
 		}
-		off := DevPtr(4 * o * inner)
-		b.launch(op, name+"_bcast_f32", b.elemGrid(inner), D1(elemBlock), 0,
-			pd+off, pa+off, px+DevPtr(4*xo), i32(op, inner),
+		off := DevPtr(b.esize * o * inner)
+		b.launch(op, name+"_bcast", b.elemGrid(inner), D1(elemBlock), 0,
+			pd+off, pa+off, px+DevPtr(b.esize*xo), i32(op, inner),
 			int32(in[1]), int32(in[2]), int32(in[3]),
 			i32(op, is[0]), i32(op, is[1]), i32(op, is[2]), i32(op, is[3]))
 		for d := outer - 1; d >= 0; d-- {

@@ -17,6 +17,6 @@ func (b *Backend) GEGLU(dst, x *kernels.Tensor) {
 	rows := x.Len() / d2
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.launch(op, "geglu_f32", b.elemGrid(rows*d), D1(elemBlock), 0,
+	b.launch(op, "geglu", b.elemGrid(rows*d), D1(elemBlock), 0,
 		b.ptr(op, "dst", dst), b.ptr(op, "x", x), i32(op, rows), i32(op, d))
 }

@@ -22,7 +22,7 @@ const gemmTile = 64
 func (b *Backend) runGEMM(op string, g gemm, c, a, bm, bias DevPtr) {
 	grid := D3(ceilDiv(g.m, gemmTile), ceilDiv(g.n, gemmTile), min(g.batch, 65535))
 	check(grid.Y <= 65535, op, "N = %d exceeds the GEMM's limit", g.n)
-	b.launch(op, "sgemm_f32", grid, D3(16, 16, 1), 0, c, a, bm, bias,
+	b.launch(op, "sgemm", grid, D3(16, 16, 1), 0, c, a, bm, bias,
 		i32(op, g.m), i32(op, g.n), i32(op, g.k), i32(op, g.batch),
 		i32(op, g.sa), i32(op, g.sam), i32(op, g.sak), i32(op, g.sb), i32(op, g.sbk), i32(op, g.sbn), g.alpha)
 }

@@ -36,7 +36,7 @@ func (b *Backend) Permute(dst, x *kernels.Tensor, perm ...int) {
 	pd, px := b.ptr(op, "dst", dst), b.ptr(op, "x", x)
 	switch {
 	case len(sizes) == 1:
-		b.launch(op, "copy_f32", b.elemGrid(n), D1(elemBlock), 0, pd, px, i32(op, n))
+		b.launch(op, "copy", b.elemGrid(n), D1(elemBlock), 0, pd, px, i32(op, n))
 		return
 	case slices.Equal(order, []int{1, 0}):
 		b.transpose(op, pd, px, 1, sizes[0], sizes[1])
@@ -71,8 +71,8 @@ func (b *Backend) Permute(dst, x *kernels.Tensor, perm ...int) {
 		for d := range outer {
 			xo += idx[d] * dstr[d]
 		}
-		b.launch(op, "permute_f32", b.elemGrid(inner), D1(elemBlock), 0,
-			pd+DevPtr(4*o*inner), px+DevPtr(4*xo), i32(op, inner),
+		b.launch(op, "permute", b.elemGrid(inner), D1(elemBlock), 0,
+			pd+DevPtr(b.esize*o*inner), px+DevPtr(b.esize*xo), i32(op, inner),
 			int32(in[1]), int32(in[2]), int32(in[3]), int32(in[4]), int32(in[5]),
 			i32(op, is[0]), i32(op, is[1]), i32(op, is[2]), i32(op, is[3]), i32(op, is[4]), i32(op, is[5]))
 		for d := outer - 1; d >= 0; d-- {
@@ -88,7 +88,7 @@ func (b *Backend) Permute(dst, x *kernels.Tensor, perm ...int) {
 // holds b.mu.
 func (b *Backend) transpose(op string, dst, x DevPtr, batch, rows, cols int) {
 	tiles := ceilDiv(rows, 32) * ceilDiv(cols, 32)
-	b.launch(op, "transpose_f32", D3(min(tiles, 1<<20), 1, min(batch, 65535)), D3(32, 8, 1), 0,
+	b.launch(op, "transpose", D3(min(tiles, 1<<20), 1, min(batch, 65535)), D3(32, 8, 1), 0,
 		dst, x, i32(op, batch), i32(op, rows), i32(op, cols))
 }
 
@@ -109,8 +109,8 @@ func (b *Backend) Concat(dst *kernels.Tensor, axis int, srcs ...*kernels.Tensor)
 		inner := s.Len() / max(outer, 1)
 		ps := b.ptr(op, "source", s)
 		if inner > 0 {
-			b.launch(op, "concat_part_f32", b.elemGrid(outer*inner), D1(elemBlock), 0,
-				pd+DevPtr(4*col), ps, i32(op, outer), i32(op, inner), i32(op, row))
+			b.launch(op, "concat_part", b.elemGrid(outer*inner), D1(elemBlock), 0,
+				pd+DevPtr(b.esize*col), ps, i32(op, outer), i32(op, inner), i32(op, row))
 		}
 		col += inner
 	}
@@ -144,7 +144,7 @@ func (b *Backend) UpsampleBilinear(dst, x *kernels.Tensor, alignCorners bool) {
 	i32(op, total)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.launch(op, "upsample_bilinear_f32", b.elemGrid(total), D1(elemBlock), 0,
+	b.launch(op, "upsample_bilinear", b.elemGrid(total), D1(elemBlock), 0,
 		b.ptr(op, "dst", dst), b.ptr(op, "x", x), i32(op, n*c), i32(op, h), i32(op, w), i32(op, h2), i32(op, w2),
 		scale(h, h2), scale(w, w2), align)
 }
@@ -164,6 +164,6 @@ func (b *Backend) UpsampleNearest(dst, x *kernels.Tensor) {
 	i32(op, max(h2*h, w2*w)) // the index products, within the kernel's 64-bit arithmetic anyway
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.launch(op, "upsample_nearest_f32", b.elemGrid(total), D1(elemBlock), 0,
+	b.launch(op, "upsample_nearest", b.elemGrid(total), D1(elemBlock), 0,
 		b.ptr(op, "dst", dst), b.ptr(op, "x", x), i32(op, n*c), i32(op, h), i32(op, w), i32(op, h2), i32(op, w2))
 }

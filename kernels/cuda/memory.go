@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"unsafe"
 
+	"github.com/avatargen/musetalk/internal/half"
 	"github.com/avatargen/musetalk/kernels"
 )
 
@@ -30,7 +31,7 @@ func (b *Backend) Alloc(shape ...int) *kernels.Tensor {
 	}
 	check(len(shape) > 0 && n > 0, "Alloc", "bad shape %v", shape)
 	i32("Alloc", n)
-	size := ceilDiv(4*n, allocAlign) * allocAlign
+	size := ceilDiv(b.esize*n, allocAlign) * allocAlign
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	check(!b.closed, "Alloc", "backend closed")
@@ -94,20 +95,34 @@ func (b *Backend) releasePool() {
 	b.pooled = 0
 }
 
-// Upload copies src into dst.
+// Upload copies src into dst, rounding to half (to nearest, ties to even)
+// when the backend stores fp16.
 func (b *Backend) Upload(dst *kernels.Tensor, src []float32) {
 	check(dst != nil && len(src) == dst.Len(), "Upload", "%d floats for %v", len(src), dst)
+	bytes := floatBytes(src)
+	if b.prec == kernels.F16 {
+		h := make([]uint16, len(src))
+		half.FromFloat32s(h, src)
+		bytes = half.Bytes(h)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.record("Upload", b.d.CopyHtoD(b.ptr("Upload", "dst", dst), floatBytes(src)))
+	b.record("Upload", b.d.CopyHtoD(b.ptr("Upload", "dst", dst), bytes))
 }
 
 // Download copies src into dst after the ops issued before it, and
-// returns the first error any call of the backend raised.
+// returns the first error any call of the backend raised. fp16 elements
+// are widened exactly.
 func (b *Backend) Download(dst []float32, src *kernels.Tensor) error {
 	check(src != nil && len(dst) == src.Len(), "Download", "%d floats for %v", len(dst), src)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.prec == kernels.F16 {
+		h := make([]uint16, len(dst))
+		b.record("Download", b.d.CopyDtoH(half.Bytes(h), b.ptr("Download", "src", src)))
+		half.ToFloat32s(dst, h)
+		return b.err
+	}
 	b.record("Download", b.d.CopyDtoH(floatBytes(dst), b.ptr("Download", "src", src)))
 	return b.err
 }
@@ -128,6 +143,24 @@ func (b *Backend) Sync() error {
 func (b *Backend) Weight(data []float32, shape ...int) *kernels.Tensor {
 	t := b.Alloc(shape...)
 	b.Upload(t, data)
+	return t
+}
+
+// WeightF16 copies half values to a new device tensor: as they are when
+// the backend stores fp16, widened exactly when it stores fp32. bits may
+// be reused once it returns.
+func (b *Backend) WeightF16(bits []uint16, shape ...int) *kernels.Tensor {
+	t := b.Alloc(shape...)
+	check(len(bits) == t.Len(), "WeightF16", "%d halves for %v", len(bits), t)
+	if b.prec != kernels.F16 {
+		f := make([]float32, len(bits))
+		half.ToFloat32s(f, bits)
+		b.Upload(t, f)
+		return t
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.record("WeightF16", b.d.CopyHtoD(b.ptr("WeightF16", "dst", t), half.Bytes(bits)))
 	return t
 }
 

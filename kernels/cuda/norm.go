@@ -36,7 +36,7 @@ func (b *Backend) GroupNorm(dst, x, weight, bias *kernels.Tensor, p kernels.Grou
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.launch(op, "group_norm_f32", D1(min(n*g, 4*b.gridLimit)), D1(threads), 0,
+	b.launch(op, "group_norm", D1(min(n*g, 4*b.gridLimit)), D1(threads), 0,
 		b.ptr(op, "dst", dst), b.ptr(op, "x", x), b.optPtr(op, "weight", weight), b.optPtr(op, "bias", bias),
 		int32(n*g), int32(g), int32(cg), int32(plane), p.Eps, silu)
 }
@@ -54,7 +54,7 @@ func (b *Backend) LayerNorm(dst, x, weight, bias *kernels.Tensor, p kernels.Laye
 	const warps = normBlock / 32
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.launch(op, "layer_norm_f32", D1(min(ceilDiv(rows, warps), 4*b.gridLimit)), D1(normBlock), 0,
+	b.launch(op, "layer_norm", D1(min(ceilDiv(rows, warps), 4*b.gridLimit)), D1(normBlock), 0,
 		b.ptr(op, "dst", dst), b.ptr(op, "x", x), b.optPtr(op, "weight", weight), b.optPtr(op, "bias", bias),
 		int32(rows), int32(d), p.Eps)
 }
@@ -75,7 +75,7 @@ func (b *Backend) L2Norm(dst, x, weight *kernels.Tensor, eps float32) {
 	plane := x.Len() / (n * c)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.launch(op, "l2_norm_f32", b.elemGrid(n*plane), D1(elemBlock), 0,
+	b.launch(op, "l2_norm", b.elemGrid(n*plane), D1(elemBlock), 0,
 		b.ptr(op, "dst", dst), b.ptr(op, "x", x), b.ptr(op, "weight", weight),
 		int32(n*plane), int32(c), int32(plane), eps)
 }

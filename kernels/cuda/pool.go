@@ -4,13 +4,13 @@ import "github.com/avatargen/musetalk/kernels"
 
 // MaxPool2D implements [kernels.Ops.MaxPool2D]: one thread per output.
 func (b *Backend) MaxPool2D(dst, x *kernels.Tensor, p kernels.Pool2DParams) {
-	b.pool2D("MaxPool2D", "maxpool2d_f32", dst, x, p)
+	b.pool2D("MaxPool2D", "maxpool2d", dst, x, p)
 }
 
 // AvgPool2D implements [kernels.Ops.AvgPool2D]: one thread per output,
 // summing in double; padded cells count in the divisor.
 func (b *Backend) AvgPool2D(dst, x *kernels.Tensor, p kernels.Pool2DParams) {
-	b.pool2D("AvgPool2D", "avgpool2d_f32", dst, x, p)
+	b.pool2D("AvgPool2D", "avgpool2d", dst, x, p)
 }
 
 // pool2D checks a pooling call as the CPU backend does and launches kernel.

@@ -15,6 +15,6 @@ func (b *Backend) Softmax(dst, x *kernels.Tensor) {
 	threads := min(256, ceilDiv(cols, 32)*32)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.launch(op, "softmax_rows_f32", D1(min(rows, 4*b.gridLimit)), D1(threads), 0,
+	b.launch(op, "softmax_rows", D1(min(rows, 4*b.gridLimit)), D1(threads), 0,
 		b.ptr(op, "dst", dst), b.ptr(op, "x", x), i32(op, rows), i32(op, cols))
 }

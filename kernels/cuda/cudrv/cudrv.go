@@ -74,15 +74,20 @@ func (d *Driver) open(ordinal int) error {
 	if err != nil {
 		return err
 	}
-	attrs, err := dev.Attributes(cu.MultiprocessorCount, cu.MaxThreadsPerBlock, cu.MaxSharedMemoryPerBlock, cu.WarpSize)
+	attrs, err := dev.Attributes(cu.MultiprocessorCount, cu.MaxThreadsPerBlock, cu.MaxSharedMemoryPerBlock, cu.WarpSize,
+		cu.ComputeCapabilityMajor, cu.ComputeCapabilityMinor)
 	if err != nil {
 		return err
 	}
-	d.info = cuda.DeviceInfo{Name: name, SMs: attrs[0], MaxThreadsPerBlock: attrs[1], SharedPerBlock: attrs[2], WarpSize: attrs[3]}
+	d.info = cuda.DeviceInfo{Name: name, SMs: attrs[0], MaxThreadsPerBlock: attrs[1], SharedPerBlock: attrs[2], WarpSize: attrs[3],
+		Arch: 10*attrs[4] + attrs[5]}
+	target, ok := ptx.TargetFor(d.info.Arch)
+	if !ok {
+		return fmt.Errorf("%s has compute capability %d.%d; the kernels need %s or newer", name, attrs[4], attrs[5], ptx.Targets[len(ptx.Targets)-1])
+	}
 	if d.ctx, err = dev.MakeContext(cu.SchedAuto); err != nil {
 		return err
 	}
-	target := ptx.Targets[0]
 	for _, src := range ptx.Sources(target) {
 		text, _ := ptx.Module(src, target)
 		mod, err := cu.LoadData(text)

@@ -5,14 +5,14 @@
 
 #include "../src/attention.cu"
 
-void emu_run_attention_f32_d64(const uint64_t *a) {
-	attention_f32_d64(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_ptr(a[2]), emu_arg_ptr(a[3]), emu_arg_i32(a[4]), emu_arg_i32(a[5]), emu_arg_i32(a[6]), emu_arg_i32(a[7]), emu_arg_i32(a[8]), emu_arg_i32(a[9]), emu_arg_f32(a[10]));
+void emu_run_attention_d64_f32(const uint64_t *a) {
+	attention_d64_f32(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_ptr(a[2]), emu_arg_ptr(a[3]), emu_arg_i32(a[4]), emu_arg_i32(a[5]), emu_arg_i32(a[6]), emu_arg_i32(a[7]), emu_arg_i32(a[8]), emu_arg_i32(a[9]), emu_arg_f32(a[10]));
 }
 
-void emu_run_attention_f32_d160(const uint64_t *a) {
-	attention_f32_d160(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_ptr(a[2]), emu_arg_ptr(a[3]), emu_arg_i32(a[4]), emu_arg_i32(a[5]), emu_arg_i32(a[6]), emu_arg_i32(a[7]), emu_arg_i32(a[8]), emu_arg_i32(a[9]), emu_arg_f32(a[10]));
+void emu_run_attention_d160_f32(const uint64_t *a) {
+	attention_d160_f32(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_ptr(a[2]), emu_arg_ptr(a[3]), emu_arg_i32(a[4]), emu_arg_i32(a[5]), emu_arg_i32(a[6]), emu_arg_i32(a[7]), emu_arg_i32(a[8]), emu_arg_i32(a[9]), emu_arg_f32(a[10]));
 }
 
-void emu_run_attention_f32_d256(const uint64_t *a) {
-	attention_f32_d256(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_ptr(a[2]), emu_arg_ptr(a[3]), emu_arg_i32(a[4]), emu_arg_i32(a[5]), emu_arg_i32(a[6]), emu_arg_i32(a[7]), emu_arg_i32(a[8]), emu_arg_i32(a[9]), emu_arg_f32(a[10]));
+void emu_run_attention_d256_f32(const uint64_t *a) {
+	attention_d256_f32(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_ptr(a[2]), emu_arg_ptr(a[3]), emu_arg_i32(a[4]), emu_arg_i32(a[5]), emu_arg_i32(a[6]), emu_arg_i32(a[7]), emu_arg_i32(a[8]), emu_arg_i32(a[9]), emu_arg_f32(a[10]));
 }

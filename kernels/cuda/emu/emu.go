@@ -63,6 +63,7 @@ type Device struct {
 	err     error    // the first error a kernel raised; sticky
 	closed  bool
 	guard   []byte // guardBytes of guardByte, to compare with
+	arch    int    // the compute capability Info reports
 }
 
 var _ cuda.Driver = (*Device)(nil)
@@ -82,9 +83,21 @@ type alloc struct {
 	total int
 }
 
-// New returns a device with an empty memory.
-func New() *Device {
+// DefaultArch is the compute capability New's device reports: 86, an
+// Ampere card like the fleet's, so the backend takes its tensor-core paths
+// (whose warp-level instructions the emulator implements).
+const DefaultArch = 86
+
+// New returns a device with an empty memory that reports compute
+// capability DefaultArch.
+func New() *Device { return NewArch(DefaultArch) }
+
+// NewArch returns a device that reports compute capability arch (×10, e.g.
+// 75), to test the backend's paths for older cards. The emulator runs
+// every kernel whatever arch says.
+func NewArch(arch int) *Device {
 	d := &Device{
+		arch:    arch,
 		rt:      C.emu_rt_new(),
 		kernels: make(map[string]kernel, int(C.emu_nkernels)),
 		guard:   bytes.Repeat([]byte{guardByte}, guardBytes),
@@ -109,7 +122,7 @@ func (d *Device) Kernels() []string {
 // Info describes the emulated device. Its few SMs make the backend choose
 // small grids, which keeps emulation fast.
 func (d *Device) Info() cuda.DeviceInfo {
-	return cuda.DeviceInfo{Name: "emu", SMs: 4, MaxThreadsPerBlock: 1024, SharedPerBlock: 48 << 10, WarpSize: 32}
+	return cuda.DeviceInfo{Name: "emu", SMs: 4, MaxThreadsPerBlock: 1024, SharedPerBlock: 48 << 10, WarpSize: 32, Arch: d.arch}
 }
 
 // Alloc returns bytes of host memory standing in for device memory,

@@ -1,9 +1,11 @@
 //go:build ignore
 
 // gen compiles every kernels/cuda/src/*.cu to PTX for each target of
-// ptx.Targets with nvcc, writing <source>.<target>.ptx here (or into
-// $PTX_OUT). Run from this directory (go generate does). NVCC names the
-// compiler (default nvcc).
+// ptx.Targets with nvcc, writing <module>.<target>.ptx here (or into
+// $PTX_OUT), where the module is the source's name, and for a source
+// declaring its kernels with KNAME also <name>_f16 built with
+// -DMUSETALK_F16 (see kernelgen.Storages). Run from this directory (go
+// generate does). NVCC names the compiler (default nvcc).
 package main
 
 import (
@@ -12,10 +14,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/avatargen/musetalk/kernels/cuda/internal/kernelgen"
 )
 
 // targets must match ptx.Targets (checked by TestPTXIsCurrent).
-var targets = []string{"compute_70"}
+var targets = []string{"compute_80", "compute_70"}
 
 func main() {
 	out := os.Getenv("PTX_OUT")
@@ -42,14 +46,31 @@ func run(srcDir, outDir string) error {
 		os.Remove(f)
 	}
 	for _, src := range sources {
+		text, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		storages := []kernelgen.Storage{{}}
+		if kernelgen.Generic(text) {
+			storages = kernelgen.Storages
+		}
 		base := strings.TrimSuffix(filepath.Base(src), ".cu")
-		for _, t := range targets {
-			out := filepath.Join(outDir, base+"."+t+".ptx")
-			// -lineinfo off and no -G: the PTX depends only on the source,
-			// the compiler version and these flags.
-			cmd := exec.Command(nvcc, "-ptx", "-arch="+t, "-O3", "-std=c++14", "-I", srcDir, "-o", out, src)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, b)
+		for _, st := range storages {
+			module := base
+			var defs []string
+			if st.Define != "" {
+				module += st.Suffix
+				defs = append(defs, "-D"+st.Define)
+			}
+			for _, t := range targets {
+				out := filepath.Join(outDir, module+"."+t+".ptx")
+				// -lineinfo off and no -G: the PTX depends only on the
+				// source, the compiler version and these flags.
+				args := append([]string{"-ptx", "-arch=" + t, "-O3", "-std=c++14", "-I", srcDir}, defs...)
+				cmd := exec.Command(nvcc, append(args, "-o", out, src)...)
+				if b, err := cmd.CombinedOutput(); err != nil {
+					return fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, b)
+				}
 			}
 		}
 	}

@@ -19,16 +19,40 @@ import (
 
 // Targets are the virtual architectures every source is compiled for, in
 // the order a loader should prefer them (newest first); a driver JIT
-// compiles a target's PTX for any newer card. compute_70 (Volta) is the
-// oldest card the fleet's RTX 3060-4090 and data-centre GPUs all exceed.
-var Targets = []string{"compute_70"}
+// compiles a target's PTX for any newer card. compute_80 (Ampere) has the
+// tensor-core instructions (mma.sync m16n8k16, ldmatrix, cp.async) that
+// the fleet's RTX 3060-4090 and the data centre's A100/H100 run; compute_70
+// (Volta, Turing) is the oldest card supported, on CUDA cores.
+var Targets = []string{"compute_80", "compute_70"}
+
+// TargetArch returns a target's compute capability ×10: 80 for
+// "compute_80".
+func TargetArch(target string) int {
+	n := 0
+	for _, c := range strings.TrimPrefix(target, "compute_") {
+		n = 10*n + int(c-'0')
+	}
+	return n
+}
+
+// TargetFor returns the newest of Targets that a device of compute
+// capability arch (×10, e.g. 86) runs, or false if it is older than all.
+func TargetFor(arch int) (string, bool) {
+	for _, t := range Targets {
+		if TargetArch(t) <= arch {
+			return t, true
+		}
+	}
+	return "", false
+}
 
 //go:embed *.ptx
 var files embed.FS
 
-// Module returns the PTX text of source (a file name in kernels/cuda/src
-// without ".cu", e.g. "elementwise") for target, or false when there is
-// none.
+// Module returns the PTX text of a module for target, or false when there
+// is none. A module is a file name in kernels/cuda/src without ".cu", e.g.
+// "elementwise", or with "_f16" added for the fp16-storage build of a
+// source whose kernels are declared with KNAME.
 func Module(source, target string) (string, bool) {
 	b, err := files.ReadFile(FileName(source, target))
 	if err != nil {
@@ -40,7 +64,7 @@ func Module(source, target string) (string, bool) {
 // FileName is the name of the PTX file of source for target.
 func FileName(source, target string) string { return source + "." + target + ".ptx" }
 
-// Sources lists the kernel sources that have PTX for target, sorted.
+// Sources lists the modules that have PTX for target, sorted.
 func Sources(target string) []string {
 	entries, _ := files.ReadDir(".")
 	var out []string

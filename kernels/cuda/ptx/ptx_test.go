@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/avatargen/musetalk/internal/testenv"
+	"github.com/avatargen/musetalk/kernels/cuda/internal/kernelgen"
 )
 
 func needTool(t *testing.T, name string) string {
@@ -23,7 +24,8 @@ func needTool(t *testing.T, name string) string {
 	return p
 }
 
-// sources lists the kernel sources (names without .cu).
+// sources lists the modules the kernel sources make: each name without
+// .cu, and name_f16 for a source declaring its kernels with KNAME.
 func sources(t *testing.T) []string {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join("..", "src", "*.cu"))
@@ -32,8 +34,19 @@ func sources(t *testing.T) []string {
 	}
 	var out []string
 	for _, f := range files {
-		out = append(out, strings.TrimSuffix(filepath.Base(f), ".cu"))
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimSuffix(filepath.Base(f), ".cu")
+		out = append(out, name)
+		if kernelgen.Generic(text) {
+			for _, st := range kernelgen.Storages[1:] {
+				out = append(out, name+st.Suffix)
+			}
+		}
 	}
+	slices.Sort(out)
 	return out
 }
 
@@ -106,14 +119,22 @@ var (
 	spillRe = regexp.MustCompile(`(\d+) bytes spill stores, (\d+) bytes spill loads`)
 )
 
-// TestPTXASLimits assembles every embedded module for the fleet's and the
-// data centre's cards with ptxas and checks each kernel's registers,
+// cardsOf lists, per target, the real architectures whose cards load that
+// target's PTX (see TargetFor): Volta and Turing take compute_70, the
+// fleet's Ampere and Ada cards and the data centre's A100/H100 compute_80.
+var cardsOf = map[string][]string{
+	"compute_70": {"sm_70", "sm_75"},
+	"compute_80": {"sm_80", "sm_86", "sm_89", "sm_90"},
+}
+
+// TestPTXASLimits assembles every embedded module for the cards that load
+// it with ptxas and checks each kernel's registers,
 // static shared memory and spills, logging the figures.
 func TestPTXASLimits(t *testing.T) {
 	ptxas := needTool(t, "ptxas")
 	for _, src := range sources(t) {
 		for _, tg := range Targets {
-			for _, sm := range []string{"sm_80", "sm_86", "sm_89", "sm_90"} {
+			for _, sm := range cardsOf[tg] {
 				out, err := exec.Command(ptxas, "-arch="+sm, "-v", "-o", os.DevNull, FileName(src, tg)).CombinedOutput()
 				if err != nil {
 					t.Fatalf("ptxas %s %s: %v\n%s", FileName(src, tg), sm, err, out)

@@ -33,7 +33,7 @@
 // the accumulator rescaled the same way, then acc += p·V. Keys past Lk get
 // probability 0 and zero values; rows past Lq compute on zeros and store
 // nothing.
-__device__ __forceinline__ void attention_tile(float *dst, const float *q, const float *k, const float *v, int z, int h, int q0, int Lq, int Lk, int Cq, int Cv, int dq, int dv, float scale, const int OJ) {
+__device__ __forceinline__ void attention_tile(st_t *dst, const st_t *q, const st_t *k, const st_t *v, int z, int h, int q0, int Lq, int Lk, int Cq, int Cv, int dq, int dv, float scale, const int OJ) {
 	DYNAMIC_SHARED(float, smem);
 	int rows = blockDim.x / ATT_TPR;
 	float *Qs = smem;                  // [rows][dq], scaled
@@ -41,14 +41,14 @@ __device__ __forceinline__ void attention_tile(float *dst, const float *q, const
 	float *Vs = Ks + ATT_BK * dq;      // [ATT_BK][dv]
 	float *Ps = Vs + ATT_BK * dv;      // [rows][ATT_BK]
 	int tid = threadIdx.x, r = tid / ATT_TPR, t4 = tid % ATT_TPR;
-	const float *qz = q + (size_t)z * Lq * Cq + (size_t)h * dq;
-	const float *kz = k + (size_t)z * Lk * Cq + (size_t)h * dq;
-	const float *vz = v + (size_t)z * Lk * Cv + (size_t)h * dv;
+	const st_t *qz = q + (size_t)z * Lq * Cq + (size_t)h * dq;
+	const st_t *kz = k + (size_t)z * Lk * Cq + (size_t)h * dq;
+	const st_t *vz = v + (size_t)z * Lk * Cv + (size_t)h * dv;
 
 	__syncthreads(); // a previous batch entry's last tile is consumed
 	for (int e = tid; e < rows * dq; e += blockDim.x) {
 		int rr = e / dq, d = e % dq, qr = q0 + rr;
-		Qs[e] = qr < Lq ? scale * qz[(size_t)qr * Cq + d] : 0.0f;
+		Qs[e] = qr < Lq ? scale * ldf(qz[(size_t)qr * Cq + d]) : 0.0f;
 	}
 	float acc[64];
 UNROLL
@@ -62,11 +62,11 @@ UNROLL
 		__syncthreads(); // the previous tile's Ks, Vs and Ps are consumed (and Qs is staged)
 		for (int e = tid; e < ATT_BK * dq; e += blockDim.x) {
 			int kk = e / dq, d = e % dq, key = k0 + kk;
-			Ks[e] = key < Lk ? kz[(size_t)key * Cq + d] : 0.0f;
+			Ks[e] = key < Lk ? ldf(kz[(size_t)key * Cq + d]) : 0.0f;
 		}
 		for (int e = tid; e < ATT_BK * dv; e += blockDim.x) {
 			int kk = e / dv, c = e % dv, key = k0 + kk;
-			Vs[e] = key < Lk ? vz[(size_t)key * Cv + c] : 0.0f;
+			Vs[e] = key < Lk ? ldf(vz[(size_t)key * Cv + c]) : 0.0f;
 		}
 		__syncthreads();
 
@@ -120,11 +120,11 @@ UNROLL
 	int qr = q0 + r;
 	if (qr < Lq) {
 		float inv = 1.0f / l;
-		float *out = dst + ((size_t)z * Lq + qr) * Cv + (size_t)h * dv;
+		st_t *out = dst + ((size_t)z * Lq + qr) * Cv + (size_t)h * dv;
 UNROLL
 		for (int j = 0; j < OJ; j++)
 			if (t4 + ATT_TPR * j < dv)
-				out[t4 + ATT_TPR * j] = acc[j] * inv;
+				out[t4 + ATT_TPR * j] = stf(acc[j] * inv);
 	}
 }
 
@@ -137,14 +137,14 @@ UNROLL
 		attention_tile(dst, q, k, v, z, blockIdx.y, blockIdx.x * (blockDim.x / ATT_TPR), Lq, Lk, Cq, Cv, \
 		               Cq / heads, Cv / heads, scale, OJ)
 
-KERNEL void attention_f32_d64(float *dst, const float *q, const float *k, const float *v, int N, int Lq, int Lk, int Cq, int Cv, int heads, float scale) {
+KERNEL void KNAME(attention_d64)(st_t *dst, const st_t *q, const st_t *k, const st_t *v, int N, int Lq, int Lk, int Cq, int Cv, int heads, float scale) {
 	ATTENTION_BODY(16);
 }
 
-KERNEL void attention_f32_d160(float *dst, const float *q, const float *k, const float *v, int N, int Lq, int Lk, int Cq, int Cv, int heads, float scale) {
+KERNEL void KNAME(attention_d160)(st_t *dst, const st_t *q, const st_t *k, const st_t *v, int N, int Lq, int Lk, int Cq, int Cv, int heads, float scale) {
 	ATTENTION_BODY(40);
 }
 
-KERNEL void attention_f32_d256(float *dst, const float *q, const float *k, const float *v, int N, int Lq, int Lk, int Cq, int Cv, int heads, float scale) {
+KERNEL void KNAME(attention_d256)(st_t *dst, const st_t *q, const st_t *k, const st_t *v, int N, int Lq, int Lk, int Cq, int Cv, int heads, float scale) {
 	ATTENTION_BODY(64);
 }

@@ -25,6 +25,25 @@
 
 #define FULL_MASK 0xffffffffu
 
+// Storage type. A source whose kernels are declared KERNEL void
+// KNAME(base)(...) is compiled twice: as is, storing tensors as float
+// (kernels named base_f32), and with MUSETALK_F16 defined, storing them as
+// __half (base_f16). Kernels read elements with ldf, which widens to
+// float, compute in float, and store with stf, which rounds to nearest
+// even; copies move st_t values untouched. A source's kernels are either
+// all KNAME or all plain names (compiled once).
+#ifdef MUSETALK_F16
+typedef __half st_t;
+#define KNAME(base) base##_f16
+__device__ __forceinline__ float ldf(st_t v) { return __half2float(v); }
+__device__ __forceinline__ st_t stf(float v) { return __float2half_rn(v); }
+#else
+typedef float st_t;
+#define KNAME(base) base##_f32
+__device__ __forceinline__ float ldf(st_t v) { return v; }
+__device__ __forceinline__ st_t stf(float v) { return v; }
+#endif
+
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
 

@@ -29,7 +29,7 @@
 // double-buffered table written one slice ahead by 16 threads, so the
 // inner loops do no division. Any shape works: loads past the edges read
 // zeros and stores past them are skipped.
-KERNEL void conv2d_f32(float *dst, const float *x, const float *w, const float *bias, int nimg, int cin, int h, int wd, int cout, int kh, int kw, int sh, int sw, int pt, int pl, int ho, int wo) {
+KERNEL void KNAME(conv2d)(st_t *dst, const st_t *x, const st_t *w, const st_t *bias, int nimg, int cin, int h, int wd, int cout, int kh, int kw, int sh, int sw, int pt, int pl, int ho, int wo) {
 	__shared__ float As[CONV_BK][CONV_BM + 1];
 	__shared__ float Bs[CONV_BK][CONV_BN + 1];
 	// Tap table of the slice: koff = ci·h·wd + ky·wd + kx (−1 past K) and
@@ -46,7 +46,7 @@ KERNEL void conv2d_f32(float *dst, const float *x, const float *w, const float *
 	int nn = tid & (CONV_BN - 1), kb0 = tid >> 6; // rows kb0, kb0+4, ...
 	int jcol = j0 + nn;
 	bool jvalid = jcol < npix;
-	const float *ximg = x;
+	const st_t *ximg = x;
 	int iy0 = 0, ix0 = 0;
 	if (jvalid) {
 		int img = jcol / hwo, pix = jcol - img * hwo;
@@ -76,7 +76,7 @@ KERNEL void conv2d_f32(float *dst, const float *x, const float *w, const float *
 		for (int e = tid; e < CONV_BM * CONV_BK; e += 256) {
 			int kk = e & (CONV_BK - 1), mm = e >> 4;
 			int m = m0 + mm, k = k0 + kk;
-			As[kk][mm] = m < cout && k < K ? w[(size_t)m * K + k] : 0.0f;
+			As[kk][mm] = m < cout && k < K ? ldf(w[(size_t)m * K + k]) : 0.0f;
 		}
 		// P slice: 16 taps × 64 pixels, pixel fastest.
 		for (int r = 0; r < 4; r++) {
@@ -84,7 +84,7 @@ KERNEL void conv2d_f32(float *dst, const float *x, const float *w, const float *
 			int koff = Koff[buf][kb];
 			int iy = iy0 + Ky[buf][kb], ix = ix0 + Kx[buf][kb];
 			bool in = jvalid && koff >= 0 && iy >= 0 && iy < h && ix >= 0 && ix < wd;
-			Bs[kb][nn] = in ? ximg[koff + pixoff] : 0.0f;
+			Bs[kb][nn] = in ? ldf(ximg[koff + pixoff]) : 0.0f;
 		}
 		// The next slice's taps, into the other half of the table (last
 		// read before the previous slice's closing barrier).
@@ -106,11 +106,11 @@ KERNEL void conv2d_f32(float *dst, const float *x, const float *w, const float *
 		if (col >= npix)
 			continue;
 		int img = col / hwo, pix = col - img * hwo;
-		float *d = dst + (size_t)img * cout * hwo + pix;
+		st_t *d = dst + (size_t)img * cout * hwo + pix;
 		for (int i = 0; i < 4; i++) {
 			int m = m0 + ty + 16 * i;
 			if (m < cout)
-				d[(size_t)m * hwo] = acc[i][j] + (bias ? bias[m] : 0.0f);
+				d[(size_t)m * hwo] = stf(acc[i][j] + (bias ? ldf(bias[m]) : 0.0f));
 		}
 	}
 }

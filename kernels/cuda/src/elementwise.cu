@@ -4,18 +4,18 @@
 // thread.
 #include "common.cuh"
 
-KERNEL void copy_f32(float *dst, const float *src, int n) {
+KERNEL void KNAME(copy)(st_t *dst, const st_t *src, int n) {
 	GRID_STRIDE(i, n) dst[i] = src[i];
 }
 
-KERNEL void scale_f32(float *dst, const float *x, int n, float s) {
-	GRID_STRIDE(i, n) dst[i] = x[i] * s;
+KERNEL void KNAME(scale)(st_t *dst, const st_t *x, int n, float s) {
+	GRID_STRIDE(i, n) dst[i] = stf(ldf(x[i]) * s);
 }
 
-KERNEL void relu_f32(float *dst, const float *x, int n) {
+KERNEL void KNAME(relu)(st_t *dst, const st_t *x, int n) {
 	GRID_STRIDE(i, n) {
-		float v = x[i];
-		dst[i] = v < 0.0f ? 0.0f : v; // NaN stays NaN
+		float v = ldf(x[i]);
+		dst[i] = stf(v < 0.0f ? 0.0f : v); // NaN stays NaN
 	}
 }
 
@@ -23,32 +23,32 @@ KERNEL void relu_f32(float *dst, const float *x, int n) {
 // and 1/(1+Inf) is 0.
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-KERNEL void sigmoid_f32(float *dst, const float *x, int n) {
-	GRID_STRIDE(i, n) dst[i] = sigmoid(x[i]);
+KERNEL void KNAME(sigmoid)(st_t *dst, const st_t *x, int n) {
+	GRID_STRIDE(i, n) dst[i] = stf(sigmoid(ldf(x[i])));
 }
 
-KERNEL void silu_f32(float *dst, const float *x, int n) {
+KERNEL void KNAME(silu)(st_t *dst, const st_t *x, int n) {
 	GRID_STRIDE(i, n) {
-		float v = x[i];
-		dst[i] = v * sigmoid(v);
+		float v = ldf(x[i]);
+		dst[i] = stf(v * sigmoid(v));
 	}
 }
 
 // GELU with the exact Φ, written with erfc so that the left tail keeps its
 // relative precision: x·Φ(x) = x·erfc(−x/√2)/2.
-KERNEL void gelu_f32(float *dst, const float *x, int n) {
+KERNEL void KNAME(gelu)(st_t *dst, const st_t *x, int n) {
 	GRID_STRIDE(i, n) {
-		float v = x[i];
-		dst[i] = 0.5f * v * erfcf(-v * 0.70710678118654752f);
+		float v = ldf(x[i]);
+		dst[i] = stf(0.5f * v * erfcf(-v * 0.70710678118654752f));
 	}
 }
 
-KERNEL void add_f32(float *dst, const float *a, const float *b, int n) {
-	GRID_STRIDE(i, n) dst[i] = a[i] + b[i];
+KERNEL void KNAME(add)(st_t *dst, const st_t *a, const st_t *b, int n) {
+	GRID_STRIDE(i, n) dst[i] = stf(ldf(a[i]) + ldf(b[i]));
 }
 
-KERNEL void mul_f32(float *dst, const float *a, const float *b, int n) {
-	GRID_STRIDE(i, n) dst[i] = a[i] * b[i];
+KERNEL void KNAME(mul)(st_t *dst, const st_t *a, const st_t *b, int n) {
+	GRID_STRIDE(i, n) dst[i] = stf(ldf(a[i]) * ldf(b[i]));
 }
 
 // bcast_index maps element i of a contiguous [d0,d1,d2,d3] tensor (n
@@ -65,10 +65,10 @@ __device__ __forceinline__ int bcast_index(int i, int d1, int d2, int d3, int s0
 
 // add_bcast_f32 sets dst = a + b where b is broadcast to a's merged shape
 // [n/(d1·d2·d3), d1, d2, d3] through strides s0..s3.
-KERNEL void add_bcast_f32(float *dst, const float *a, const float *b, int n, int d1, int d2, int d3, int s0, int s1, int s2, int s3) {
-	GRID_STRIDE(i, n) dst[i] = a[i] + b[bcast_index(i, d1, d2, d3, s0, s1, s2, s3)];
+KERNEL void KNAME(add_bcast)(st_t *dst, const st_t *a, const st_t *b, int n, int d1, int d2, int d3, int s0, int s1, int s2, int s3) {
+	GRID_STRIDE(i, n) dst[i] = stf(ldf(a[i]) + ldf(b[bcast_index(i, d1, d2, d3, s0, s1, s2, s3)]));
 }
 
-KERNEL void mul_bcast_f32(float *dst, const float *a, const float *b, int n, int d1, int d2, int d3, int s0, int s1, int s2, int s3) {
-	GRID_STRIDE(i, n) dst[i] = a[i] * b[bcast_index(i, d1, d2, d3, s0, s1, s2, s3)];
+KERNEL void KNAME(mul_bcast)(st_t *dst, const st_t *a, const st_t *b, int n, int d1, int d2, int d3, int s0, int s1, int s2, int s3) {
+	GRID_STRIDE(i, n) dst[i] = stf(ldf(a[i]) * ldf(b[bcast_index(i, d1, d2, d3, s0, s1, s2, s3)]));
 }

@@ -15,14 +15,14 @@
 // ≤ batch) blocks of 16×16 threads; each block computes a 64×64 tile of C, each thread a 4×4 lattice of it with a
 // stride of 16, staging 64×16 slices of A and B through shared memory. Any
 // M, N, K works: tiles read zeros past the edges and skip the stores.
-KERNEL void sgemm_f32(float *C, const float *A, const float *B, const float *bias, int M, int N, int K, int batch, int sa, int sam, int sak, int sb, int sbk, int sbn, float alpha) {
+KERNEL void KNAME(sgemm)(st_t *C, const st_t *A, const st_t *B, const st_t *bias, int M, int N, int K, int batch, int sa, int sam, int sak, int sb, int sbk, int sbn, float alpha) {
 	__shared__ float As[GEMM_BK][GEMM_BM + 1];
 	__shared__ float Bs[GEMM_BK][GEMM_BN + 1];
 	int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
 	int m0 = blockIdx.x * GEMM_BM, n0 = blockIdx.y * GEMM_BN; // grid.x has the larger limit
 	for (int z = blockIdx.z; z < batch; z += gridDim.z) {
-		const float *Az = A + (size_t)z * sa;
-		const float *Bz = B + (size_t)z * sb;
+		const st_t *Az = A + (size_t)z * sa;
+		const st_t *Bz = B + (size_t)z * sb;
 		float acc[4][4];
 		for (int i = 0; i < 4; i++)
 			for (int j = 0; j < 4; j++)
@@ -32,16 +32,16 @@ KERNEL void sgemm_f32(float *C, const float *A, const float *B, const float *bia
 			for (int e = tid; e < GEMM_BM * GEMM_BK; e += 256) {
 				int kk = e % GEMM_BK, mm = e / GEMM_BK;
 				int m = m0 + mm, k = k0 + kk;
-				As[kk][mm] = m < M && k < K ? Az[(size_t)m * sam + (size_t)k * sak] : 0.0f;
+				As[kk][mm] = m < M && k < K ? ldf(Az[(size_t)m * sam + (size_t)k * sak]) : 0.0f;
 				int nn = e % GEMM_BN, kb = e / GEMM_BN;
 				int n = n0 + nn, k2 = k0 + kb;
-				Bs[kb][nn] = n < N && k2 < K ? Bz[(size_t)k2 * sbk + (size_t)n * sbn] : 0.0f;
+				Bs[kb][nn] = n < N && k2 < K ? ldf(Bz[(size_t)k2 * sbk + (size_t)n * sbn]) : 0.0f;
 			}
 			__syncthreads();
 			tile_fma_4x4(&As[0][0], &Bs[0][0], GEMM_BM + 1, GEMM_BK, tx, ty, acc);
 			__syncthreads();
 		}
-		float *Cz = C + (size_t)z * M * N;
+		st_t *Cz = C + (size_t)z * M * N;
 		for (int i = 0; i < 4; i++) {
 			int m = m0 + ty + 16 * i;
 			if (m >= M)
@@ -49,7 +49,7 @@ KERNEL void sgemm_f32(float *C, const float *A, const float *B, const float *bia
 			for (int j = 0; j < 4; j++) {
 				int n = n0 + tx + 16 * j;
 				if (n < N)
-					Cz[(size_t)m * N + n] = alpha * acc[i][j] + (bias ? bias[n] : 0.0f);
+					Cz[(size_t)m * N + n] = stf(alpha * acc[i][j] + (bias ? ldf(bias[n]) : 0.0f));
 			}
 		}
 	}

@@ -15,19 +15,19 @@ __device__ __forceinline__ float norm_silu(float v) { return v / (1.0f + expf(-v
 // pass applies the affine weight and bias [C] (either may be null) and
 // then SiLU if silu is non-zero. dst may be x: each thread writes only
 // the elements it has itself read.
-KERNEL void group_norm_f32(float *dst, const float *x, const float *weight, const float *bias, int ngroups, int groups, int cg, int plane, float eps, int silu) {
+KERNEL void KNAME(group_norm)(st_t *dst, const st_t *x, const st_t *weight, const st_t *bias, int ngroups, int groups, int cg, int plane, float eps, int silu) {
 	__shared__ float scratch[33];
 	int len = cg * plane;
 	for (int r = blockIdx.x; r < ngroups; r += gridDim.x) {
-		const float *xr = x + (size_t)r * len;
-		float *dr = dst + (size_t)r * len;
+		const st_t *xr = x + (size_t)r * len;
+		st_t *dr = dst + (size_t)r * len;
 		float s = 0.0f;
 		for (int i = threadIdx.x; i < len; i += blockDim.x)
-			s += xr[i];
+			s += ldf(xr[i]);
 		float mean = block_sum(s, scratch) / (float)len;
 		float q = 0.0f;
 		for (int i = threadIdx.x; i < len; i += blockDim.x) {
-			float d = xr[i] - mean;
+			float d = ldf(xr[i]) - mean;
 			q = fmaf(d, d, q);
 		}
 		float inv = 1.0f / sqrtf(block_sum(q, scratch) / (float)len + eps);
@@ -35,22 +35,22 @@ KERNEL void group_norm_f32(float *dst, const float *x, const float *weight, cons
 		if (plane >= (int)blockDim.x) {
 			// Channel by channel: the scale and shift are uniform.
 			for (int ci = 0; ci < cg; ci++) {
-				float scale = weight ? inv * weight[c0 + ci] : inv;
-				float shift = bias ? bias[c0 + ci] : 0.0f;
-				const float *xc = xr + (size_t)ci * plane;
-				float *dc = dr + (size_t)ci * plane;
+				float scale = weight ? inv * ldf(weight[c0 + ci]) : inv;
+				float shift = bias ? ldf(bias[c0 + ci]) : 0.0f;
+				const st_t *xc = xr + (size_t)ci * plane;
+				st_t *dc = dr + (size_t)ci * plane;
 				for (int i = threadIdx.x; i < plane; i += blockDim.x) {
-					float v = fmaf(xc[i] - mean, scale, shift);
-					dc[i] = silu ? norm_silu(v) : v;
+					float v = fmaf(ldf(xc[i]) - mean, scale, shift);
+					dc[i] = stf(silu ? norm_silu(v) : v);
 				}
 			}
 		} else {
 			for (int i = threadIdx.x; i < len; i += blockDim.x) {
 				int c = c0 + i / plane;
-				float scale = weight ? inv * weight[c] : inv;
-				float shift = bias ? bias[c] : 0.0f;
-				float v = fmaf(xr[i] - mean, scale, shift);
-				dr[i] = silu ? norm_silu(v) : v;
+				float scale = weight ? inv * ldf(weight[c]) : inv;
+				float shift = bias ? ldf(bias[c]) : 0.0f;
+				float v = fmaf(ldf(xr[i]) - mean, scale, shift);
+				dr[i] = stf(silu ? norm_silu(v) : v);
 			}
 		}
 	}
@@ -61,29 +61,29 @@ KERNEL void group_norm_f32(float *dst, const float *x, const float *weight, cons
 // (the rows of a model are a few hundred to a few thousand wide, and many):
 // its reductions are warp shuffles only. Warps stride over rows; every
 // lane of a warp takes the same rows. dst may be x.
-KERNEL void layer_norm_f32(float *dst, const float *x, const float *weight, const float *bias, int rows, int d, float eps) {
+KERNEL void KNAME(layer_norm)(st_t *dst, const st_t *x, const st_t *weight, const st_t *bias, int rows, int d, float eps) {
 	int lane = threadIdx.x & 31;
 	int warps = (blockDim.x >> 5) * gridDim.x;
 	for (int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += warps) {
-		const float *xr = x + (size_t)r * d;
-		float *dr = dst + (size_t)r * d;
+		const st_t *xr = x + (size_t)r * d;
+		st_t *dr = dst + (size_t)r * d;
 		float s = 0.0f;
 		for (int i = lane; i < d; i += 32)
-			s += xr[i];
+			s += ldf(xr[i]);
 		float mean = warp_sum(s) / (float)d;
 		float q = 0.0f;
 		for (int i = lane; i < d; i += 32) {
-			float t = xr[i] - mean;
+			float t = ldf(xr[i]) - mean;
 			q = fmaf(t, t, q);
 		}
 		float inv = 1.0f / sqrtf(warp_sum(q) / (float)d + eps);
 		for (int i = lane; i < d; i += 32) {
-			float v = (xr[i] - mean) * inv;
+			float v = (ldf(xr[i]) - mean) * inv;
 			if (weight)
-				v *= weight[i];
+				v *= ldf(weight[i]);
 			if (bias)
-				v += bias[i];
-			dr[i] = v;
+				v += ldf(bias[i]);
+			dr[i] = stf(v);
 		}
 	}
 }
@@ -93,19 +93,19 @@ KERNEL void layer_norm_f32(float *dst, const float *x, const float *weight, cons
 // (grid-stride), walking the channels, so neighbouring threads read
 // neighbouring addresses. dst may be x: a thread reads all of its
 // position's channels before writing them.
-KERNEL void l2_norm_f32(float *dst, const float *x, const float *weight, int npos, int c, int plane, float eps) {
+KERNEL void KNAME(l2_norm)(st_t *dst, const st_t *x, const st_t *weight, int npos, int c, int plane, float eps) {
 	GRID_STRIDE(i, npos) {
 		int n = i / plane, p = i - n * plane;
 		size_t base = (size_t)n * c * plane + p;
 		float s = 0.0f;
 		for (int ch = 0; ch < c; ch++) {
-			float v = x[base + (size_t)ch * plane];
+			float v = ldf(x[base + (size_t)ch * plane]);
 			s = fmaf(v, v, s);
 		}
 		float den = sqrtf(s) + eps;
 		for (int ch = 0; ch < c; ch++) {
 			size_t o = base + (size_t)ch * plane;
-			dst[o] = x[o] / den * weight[ch];
+			dst[o] = stf(ldf(x[o]) / den * ldf(weight[ch]));
 		}
 	}
 }
