@@ -3,6 +3,7 @@ package cuda_test
 import (
 	"testing"
 
+	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/kernels/cuda"
 	"github.com/avatargen/musetalk/kernels/cuda/emu"
 	"github.com/avatargen/musetalk/kernels/kerneltest"
@@ -28,6 +29,16 @@ func newEmu(t *testing.T, opts cuda.Options) *cuda.Backend {
 func TestOps(t *testing.T) {
 	b := newEmu(t, cuda.Options{})
 	kerneltest.Exercise(t, b)
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpsF16 runs the op table with fp16 storage against the reference on
+// half-rounded inputs, with the fp16 tolerances of kerneltest.
+func TestOpsF16(t *testing.T) {
+	b := newEmu(t, cuda.Options{Precision: kernels.F16})
+	kerneltest.ExerciseWith(t, b, kerneltest.Options{Precision: kernels.F16})
 	if err := b.Sync(); err != nil {
 		t.Fatal(err)
 	}
