@@ -9,11 +9,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/avatargen/musetalk/kernels/cuda/internal/kernelgen"
 )
@@ -45,6 +48,7 @@ func run(srcDir, outDir string) error {
 	for _, f := range old {
 		os.Remove(f)
 	}
+	var cmds []*exec.Cmd
 	for _, src := range sources {
 		text, err := os.ReadFile(src)
 		if err != nil {
@@ -67,12 +71,24 @@ func run(srcDir, outDir string) error {
 				// -lineinfo off and no -G: the PTX depends only on the
 				// source, the compiler version and these flags.
 				args := append([]string{"-ptx", "-arch=" + t, "-O3", "-std=c++14", "-I", srcDir}, defs...)
-				cmd := exec.Command(nvcc, append(args, "-o", out, src)...)
-				if b, err := cmd.CombinedOutput(); err != nil {
-					return fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, b)
-				}
+				cmds = append(cmds, exec.Command(nvcc, append(args, "-o", out, src)...))
 			}
 		}
 	}
-	return nil
+	// nvcc spends most of its time starting up: run a few at once.
+	errs := make([]error, len(cmds))
+	sem := make(chan struct{}, 2*runtime.NumCPU())
+	var wg sync.WaitGroup
+	for i, cmd := range cmds {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if b, err := cmd.CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, b)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
