@@ -18,6 +18,7 @@ type spyDriver struct {
 	allocs, frees int
 	failLaunch    string // kernel whose launches fail
 	failSync      error
+	launched      []string // kernel names, in order
 }
 
 func (s *spyDriver) Alloc(n int) (cuda.DevPtr, error) {
@@ -34,6 +35,7 @@ func (s *spyDriver) Launch(k string, grid, block cuda.Dim3, shared int, args ...
 	if k == s.failLaunch {
 		return errors.New("injected launch failure")
 	}
+	s.launched = append(s.launched, k)
 	return s.Driver.Launch(k, grid, block, shared, args...)
 }
 
@@ -267,5 +269,43 @@ func TestConcurrentUse(t *testing.T) {
 		if e := <-done; e != "" {
 			t.Error(e)
 		}
+	}
+}
+
+// TestGEMMPaths checks which kernel runs a Linear and a transposed MatMul
+// for each storage type and card: tensor cores for fp16 from sm_80, the
+// storage type's SGEMM otherwise, and the f16 kernels for fp16 elementwise
+// ops.
+func TestGEMMPaths(t *testing.T) {
+	for _, c := range []struct {
+		prec                   kernels.Precision
+		arch                   int
+		linear, matmulT, scale string
+	}{
+		{kernels.F32, 86, "sgemm_f32", "sgemm_f32", "scale_f32"},
+		{kernels.F16, 86, "hgemm_tc", "sgemm_f16", "scale_f16"},
+		{kernels.F16, 75, "sgemm_f16", "sgemm_f16", "scale_f16"},
+	} {
+		s := &spyDriver{Driver: emu.NewArch(c.arch)}
+		b, err := cuda.New(s, cuda.Options{Precision: c.prec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, w := b.Alloc(3, 8), b.Alloc(5, 8)
+		b.Upload(x, make([]float32, 24))
+		b.Upload(w, make([]float32, 40))
+		y := b.Alloc(3, 5)
+		b.Linear(y, x, w, nil)
+		z := b.Alloc(8, 8)
+		b.MatMul(z, x.Reshape(3, 8), x, kernels.MatMulParams{TransA: true})
+		b.Scale(y, y, 2)
+		if err := b.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{c.linear, c.matmulT, c.scale}
+		if strings.Join(s.launched, " ") != strings.Join(want, " ") {
+			t.Errorf("%v on sm_%d: launched %v, want %v", c.prec, c.arch, s.launched, want)
+		}
+		b.Close()
 	}
 }

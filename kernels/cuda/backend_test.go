@@ -43,3 +43,18 @@ func TestOpsF16(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOpsF16NoTensorCores runs the fp16 op table as a Turing card would
+// (compute capability 7.5): GEMMs on CUDA cores (sgemm_f16) instead of
+// hgemm_tc.
+func TestOpsF16NoTensorCores(t *testing.T) {
+	b, err := cuda.New(emu.NewArch(75), cuda.Options{Precision: kernels.F16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	kerneltest.ExerciseWith(t, b, kerneltest.Options{Precision: kernels.F16})
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -6,7 +6,8 @@ import (
 	"github.com/avatargen/musetalk/kernels"
 )
 
-// gemm describes one launch of sgemm_f32 (src/gemm.cu): batch entries of
+// gemm describes one GEMM launch, of hgemm_tc on tensor cores or else of
+// sgemm (src/gemm.cu, CUDA cores, either storage type): batch entries of
 // C [M,N] = alpha·A·B + bias with element strides for A and B.
 type gemm struct {
 	m, n, k, batch int
@@ -18,8 +19,27 @@ type gemm struct {
 // gemmTile is the side of the C tile one block computes.
 const gemmTile = 64
 
-// run launches g; the caller holds b.mu.
+// tcTile is the side of the C tile one hgemm_tc block computes.
+const tcTile = 128
+
+// tensorCores reports whether g runs on hgemm_tc (src/gemm_tc.cu): fp16
+// storage on an sm_80+ device, and A with contiguous rows (every Linear,
+// and MatMul unless A is transposed). hgemm_tc is correct for any sizes,
+// strides and alignment; it loads with cp.async where they allow.
+func (b *Backend) tensorCores(g gemm) bool {
+	return b.prec == kernels.F16 && b.info.Arch >= 80 && g.sak == 1 && g.sam == g.k
+}
+
+// runGEMM launches g; the caller holds b.mu.
 func (b *Backend) runGEMM(op string, g gemm, c, a, bm, bias DevPtr) {
+	if b.tensorCores(g) {
+		grid := D3(ceilDiv(g.m, tcTile), ceilDiv(g.n, tcTile), min(g.batch, 65535))
+		check(grid.Y <= 65535, op, "N = %d exceeds the GEMM's limit", g.n)
+		b.launchExact(op, "hgemm_tc", grid, D1(256), 0, c, a, bm, bias,
+			i32(op, g.m), i32(op, g.n), i32(op, g.k), i32(op, g.batch),
+			i32(op, g.sa), i32(op, g.sb), i32(op, g.sbk), i32(op, g.sbn), g.alpha)
+		return
+	}
 	grid := D3(ceilDiv(g.m, gemmTile), ceilDiv(g.n, gemmTile), min(g.batch, 65535))
 	check(grid.Y <= 65535, op, "N = %d exceeds the GEMM's limit", g.n)
 	b.launch(op, "sgemm", grid, D3(16, 16, 1), 0, c, a, bm, bias,

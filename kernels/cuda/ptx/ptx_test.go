@@ -6,9 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/avatargen/musetalk/internal/testenv"
@@ -132,16 +134,36 @@ var cardsOf = map[string][]string{
 // static shared memory and spills, logging the figures.
 func TestPTXASLimits(t *testing.T) {
 	ptxas := needTool(t, "ptxas")
+	type run struct {
+		file, sm string
+		out      []byte
+		err      error
+	}
+	var runs []*run
 	for _, src := range sources(t) {
 		for _, tg := range Targets {
 			for _, sm := range cardsOf[tg] {
-				out, err := exec.Command(ptxas, "-arch="+sm, "-v", "-o", os.DevNull, FileName(src, tg)).CombinedOutput()
-				if err != nil {
-					t.Fatalf("ptxas %s %s: %v\n%s", FileName(src, tg), sm, err, out)
-				}
-				checkPTXAS(t, FileName(src, tg), string(out))
+				runs = append(runs, &run{file: FileName(src, tg), sm: sm})
 			}
 		}
+	}
+	// ptxas runs are independent: a few at once.
+	sem := make(chan struct{}, 2*runtime.NumCPU())
+	var wg sync.WaitGroup
+	for _, r := range runs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			r.out, r.err = exec.Command(ptxas, "-arch="+r.sm, "-v", "-o", os.DevNull, r.file).CombinedOutput()
+		}()
+	}
+	wg.Wait()
+	for _, r := range runs {
+		if r.err != nil {
+			t.Fatalf("ptxas %s %s: %v\n%s", r.file, r.sm, r.err, r.out)
+		}
+		checkPTXAS(t, r.file, string(r.out))
 	}
 }
 
