@@ -112,8 +112,8 @@ func TestNewBackendOwnership(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Device() != "test/given" {
-		t.Errorf("Device %q, want the backend's name test/given", r.Device())
+	if r.Device() != "test/given (fp32)" {
+		t.Errorf("Device %q, want the backend's name and precision, test/given (fp32)", r.Device())
 	}
 	if err := r.Close(); err != nil || given.closed.Load() != 0 {
 		t.Errorf("Close: %v; a given backend closed %d times, want 0 (it is the caller's)", err, given.closed.Load())
@@ -168,8 +168,8 @@ func TestEngineChecksTheBackendsDevice(t *testing.T) {
 	}
 	res, err = e.Check(context.Background())
 	var mw *MissingWeightsError
-	if !errors.As(err, &mw) || res.Device != "test/gpu0" || calls.Load() != 2 {
-		t.Fatalf("second Check: %+v, %v after %d starts; want device test/gpu0 and missing weights", res, err, calls.Load())
+	if !errors.As(err, &mw) || res.Device != "test/gpu0 (fp32)" || calls.Load() != 2 {
+		t.Fatalf("second Check: %+v, %v after %d starts; want device test/gpu0 (fp32) and missing weights", res, err, calls.Load())
 	}
 	if err := e.Close(); err != nil || be.closed.Load() != 1 {
 		t.Errorf("engine Close: %v; backend closed %d times, want 1", err, be.closed.Load())

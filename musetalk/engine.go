@@ -123,8 +123,9 @@ func (e *Engine) saveIDsLocked() {
 	}
 }
 
-// Check reports the device (the backend's Name, e.g. "cpu/avx2"; empty
-// when the backend could not be started) and whether the weight directory
+// Check reports the device ([Renderer.Device]: the backend's Name and
+// precision, e.g. "cpu/avx2 (fp32)"; empty when the backend could not be
+// started) and whether the weight directory
 // holds every file of the configured versions, and loads the first
 // version's networks. Missing weights (see [Engine]), a backend that does
 // not start, a cache directory that cannot be opened and weights that

@@ -154,9 +154,12 @@ func New(ctx context.Context, opts Options) (*Renderer, error) {
 	return r, nil
 }
 
-// Device names the backend the networks run on: its Name, e.g.
-// "cpu/avx2".
-func (r *Renderer) Device() string { return r.backend.Name() }
+// Device names the backend the networks run on and the precision it
+// stores tensors at ([kernels.PrecisionOf]): its Name and the precision in
+// parentheses, e.g. "cpu/avx2 (fp32)" or "cuda/NVIDIA L4 (fp16)".
+func (r *Renderer) Device() string {
+	return fmt.Sprintf("%s (%s)", r.backend.Name(), kernels.PrecisionOf(r.backend))
+}
 
 // WeightsDir returns the weight directory in use.
 func (r *Renderer) WeightsDir() string { return string(r.weights) }

@@ -27,8 +27,10 @@ sd-vae-ft-mse decoder with seeded random weights and reports, per batch
 size, seconds per frame for the UNet, the VAE decoder and both, the
 GFLOP/s each reached (FLOPs counted from the ops' shapes), and the
 process's peak resident memory. Needs about 8 GB of memory. The networks
-run on --device; --isa and --conv choose the CPU device's code paths and
-are refused when the networks would run elsewhere.`,
+run on --device at --precision (the device's default: fp16 on cuda, fp32
+on cpu), both reported on the first line; --isa and --conv choose the CPU
+device's code paths and are refused when the networks would run
+elsewhere.`,
 			Flags: append([]cli.Flag{
 				&cli.IntSliceFlag{Name: "batch", Value: cli.NewIntSlice(1, 8), Usage: "batch sizes to time"},
 				&cli.IntFlag{Name: "iters", Value: 2, Usage: "timed passes per network and batch size"},
@@ -86,11 +88,11 @@ func runBenchModel(c *cli.Context) error {
 	cb, onCPU := be.(*cpu.Backend)
 	switch {
 	case onCPU:
-		fmt.Fprintf(out, "backend %s, %d threads, GOMAXPROCS %d, 3×3 convs %s\n", cb.Name(), cb.Threads(), runtime.GOMAXPROCS(0), algo)
+		fmt.Fprintf(out, "backend %s (%s), %d threads, GOMAXPROCS %d, 3×3 convs %s\n", cb.Name(), kernels.PrecisionOf(cb), cb.Threads(), runtime.GOMAXPROCS(0), algo)
 	case c.IsSet("isa") || c.IsSet("conv"):
 		return fmt.Errorf("--isa and --conv choose the cpu device's code paths, but the networks run on %s (use --device cpu)", be.Name())
 	default:
-		fmt.Fprintf(out, "backend %s\n", be.Name())
+		fmt.Fprintf(out, "backend %s (%s)\n", be.Name(), kernels.PrecisionOf(be))
 	}
 	b := &flopCounter{Backend: be}
 	peak := c.Float64("peak-gflops")

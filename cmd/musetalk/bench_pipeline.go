@@ -24,7 +24,9 @@ func benchPipelineCommand() *cli.Command {
 		Description: `Renders the avatar to a generated tone of --seconds (the networks' cost does
 not depend on what is said) with a fresh avatar cache, and reports each
 stage's time in total and per frame (preparation per avatar frame, the
-rest per output frame) and the process's peak resident memory.
+rest per output frame) and the process's peak resident memory. The first
+line names the device the networks ran on (--device) and its precision
+(--precision; the device's default: fp16 on cuda, fp32 on cpu).
 
 Without --weights it writes the full-size networks with seeded random
 weights (about 1.9 GB) into a temporary directory first, so the figures

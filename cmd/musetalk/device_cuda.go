@@ -19,10 +19,12 @@ import (
 // plain build probes with `musetalk-cuda gpu-probe` before handing over
 // (gpu_sibling.go).
 
-// cuda is the GPU device: the CUDA backend on device 0.
+// cuda is the GPU device: the CUDA backend on device 0, storing fp16 by
+// default (--precision fp32 for fp32).
 func (buildDevices) cuda() device {
 	return device{
-		name: deviceCUDA,
+		name:       deviceCUDA,
+		precisions: cudaPrecisions,
 		usable: func() error {
 			n, err := cudrv.DeviceCount()
 			if err != nil {
@@ -33,12 +35,12 @@ func (buildDevices) cuda() device {
 			}
 			return nil
 		},
-		open: func(deviceConfig) (kernels.Backend, error) {
+		open: func(_ deviceConfig, p kernels.Precision) (kernels.Backend, error) {
 			drv, err := cudrv.Open(0)
 			if err != nil {
 				return nil, err
 			}
-			b, err := cuda.New(drv, cuda.Options{})
+			b, err := cuda.New(drv, cuda.Options{Precision: p})
 			if err != nil {
 				drv.Close()
 				return nil, err

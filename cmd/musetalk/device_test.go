@@ -24,22 +24,25 @@ func cudaBuilt() bool {
 	return slices.ContainsFunc(builtDevices(), func(d device) bool { return d.name == deviceCUDA })
 }
 
-// renamedBackend is a CPU backend under another name.
+// renamedBackend is a CPU backend under another name, reporting the
+// precision it was started with.
 type renamedBackend struct {
 	kernels.Backend
 	name string
+	p    kernels.Precision
 }
 
-func (b renamedBackend) Name() string { return b.name }
+func (b renamedBackend) Name() string                 { return b.name }
+func (b renamedBackend) Precision() kernels.Precision { return b.p }
 
 // fakeDevice is a device named name that is usable unless unusable is
 // set and whose backend, when started, is a renamed CPU backend, or
-// openErr.
+// openErr. A fake cuda offers the CUDA device's precisions.
 func fakeDevice(name string, unusable, openErr error) device {
-	return device{
+	d := device{
 		name:   name,
 		usable: func() error { return unusable },
-		open: func(cfg deviceConfig) (kernels.Backend, error) {
+		open: func(cfg deviceConfig, p kernels.Precision) (kernels.Backend, error) {
 			if openErr != nil {
 				return nil, openErr
 			}
@@ -47,9 +50,13 @@ func fakeDevice(name string, unusable, openErr error) device {
 			if err != nil {
 				return nil, err
 			}
-			return renamedBackend{Backend: b, name: name + "/test"}, nil
+			return renamedBackend{Backend: b, name: name + "/test", p: p}, nil
 		},
 	}
+	if name == deviceCUDA {
+		d.precisions = cudaPrecisions
+	}
+	return d
 }
 
 func TestBuiltDevices(t *testing.T) {
@@ -240,7 +247,7 @@ func TestWorkerEngineNamesItsDevice(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "musetalk weights fetch") {
 		t.Errorf("Check without weights: %v, want the missing weights", err)
 	}
-	if want := "cpu/" + cpu.BestISA().String(); res.Device != want {
-		t.Errorf("self-check device %q, want the backend's name %q", res.Device, want)
+	if want := "cpu/" + cpu.BestISA().String() + " (fp32)"; res.Device != want {
+		t.Errorf("self-check device %q, want the backend's name and precision %q", res.Device, want)
 	}
 }

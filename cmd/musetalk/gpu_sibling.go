@@ -117,10 +117,11 @@ func siblingDevices(c *cli.Context) []device {
 		return nil
 	}
 	return []device{{
-		name:   deviceCUDA,
-		strict: true,
-		usable: func() error { return p.err },
-		open: func(deviceConfig) (kernels.Backend, error) {
+		name:       deviceCUDA,
+		strict:     true,
+		precisions: cudaPrecisions,
+		usable:     func() error { return p.err },
+		open: func(deviceConfig, kernels.Precision) (kernels.Backend, error) {
 			return nil, p.err
 		},
 	}}

@@ -28,8 +28,9 @@ Weights come from --weights (default $MUSETALK_WEIGHTS or
 write random tiny ones for a dry run with ` + "`musetalk weights tiny --out DIR`" + `.
 Without --face-box the S3FD detector finds the face in every frame; frames
 without a face pass through unchanged. The networks run on --device (auto:
-the GPU when this build has CUDA and one is usable, else the CPU). See
-docs/PIPELINE.md.`,
+the GPU when this build has CUDA and one is usable, else the CPU) at
+--precision (the device's default: fp16 on cuda, fp32 on cpu; fp16 needs
+cuda). See docs/PIPELINE.md.`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "avatar", Usage: "still image or video with the face (required)", Required: true},
 			&cli.StringFlag{Name: "audio", Usage: "speech track: any file ffmpeg reads with an audio stream (required)", Required: true},

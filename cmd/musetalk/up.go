@@ -76,6 +76,9 @@ access to the hub, use --weights DIR for weights already on disk,
 musetalk weights tiny --out DIR then --weights DIR for tiny random
 weights, or --engine preview for the service without weights.
 
+The worker's networks run on --device at --precision (the device's
+default: fp16 on cuda, fp32 on cpu; fp16 needs cuda), as musetalk worker's.
+
 SIGTERM or SIGINT drains: no new claims, the running job gets --grace to
 finish (a second signal releases it at once), then the server stops.
 

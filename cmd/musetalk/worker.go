@@ -64,8 +64,11 @@ second signal releases it at once.
 Engines: musetalk (the default: MuseTalk on --device, weights from
 --weights, prepared avatars kept in --avatar-cache) and preview (muxes the
 avatar and the audio, no model). --device auto takes the GPU when this
-build has CUDA and one is usable, else the CPU; the self-check names the
-backend (e.g. cpu/avx512), heartbeats report GPU_CLASS_NAME as given. A
+build has CUDA and one is usable, else the CPU; --precision fp16 or fp32
+sets how it stores weights and activations (default: the device's, fp16 on
+cuda, fp32 on cpu; fp16 needs cuda). The self-check names the backend and
+its precision (e.g. cpu/avx512 (fp32)), heartbeats report GPU_CLASS_NAME as
+given. A
 worker whose weight directory is incomplete, or whose device does not
 start, stays alive but is not ready and claims no job: its self-check (in
 /health and the control plane's registry) names the missing files and the

@@ -140,9 +140,8 @@ func NewWhisperEncoder(b kernels.Backend, cfg WhisperConfig, src Tensors) (*Whis
 	for _, s := range spec {
 		w[s.Name] = l.load(s.Name, s.Shape...)
 	}
-	if l.err != nil {
-		l.free()
-		return nil, l.err
+	if err := l.finish(); err != nil {
+		return nil, err
 	}
 	e.conv1W, e.conv1B = w["encoder.conv1.weight"], w["encoder.conv1.bias"]
 	e.conv2W, e.conv2B = w["encoder.conv2.weight"], w["encoder.conv2.bias"]

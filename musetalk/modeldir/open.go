@@ -1,6 +1,7 @@
 package modeldir
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/avatargen/musetalk/musetalk/model"
@@ -63,7 +64,7 @@ type Source struct {
 	path string
 }
 
-var _ model.Tensors = (*Source)(nil)
+var _ model.HalfTensors = (*Source)(nil)
 
 // Open opens the weight file of kind (for [weights.KindUNet], version's
 // UNet; other kinds ignore version), preferring its safetensors form.
@@ -96,5 +97,26 @@ func (s *Source) Tensor(name string) ([]float32, []int, error) {
 	return t.Data, t.Shape, nil
 }
 
-// Close releases the file. Tensors read earlier stay valid.
+// TensorF16 implements [model.HalfTensors]: the bits of a tensor the file
+// stores as F16, unconverted (viewing the file's mapping where it can:
+// valid until Close). ok is false for any other dtype, a missing name (Tensor
+// reports it) and a file format that cannot serve the bits (a PyTorch
+// checkpoint).
+func (s *Source) TensorF16(name string) ([]uint16, []int, bool, error) {
+	info, found := s.r.Info(name)
+	if !found || info.DType != weights.F16 {
+		return nil, nil, false, nil
+	}
+	bits, err := s.r.ReadF16(name)
+	if errors.Is(err, weights.ErrUnsupported) {
+		return nil, nil, false, nil
+	}
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("%s: %w", s.path, err)
+	}
+	return bits, info.Shape, true, nil
+}
+
+// Close releases the file (and its mapping). Tensors read earlier with
+// Tensor stay valid; bits from TensorF16 must not be used afterwards.
 func (s *Source) Close() error { return s.r.Close() }
