@@ -16,6 +16,10 @@ const (
 	halfMinNormal = 0x1p-14
 )
 
+// RoundF16 is written independently of internal/half on purpose: it is
+// the oracle for backends whose Upload uses that package, and an oracle
+// must not share code with what it checks.
+//
 // RoundF16 returns x rounded to the nearest IEEE 754 half-precision
 // value, ties to even, and widened back to float32: what a backend that
 // stores fp16 holds after uploading x. Magnitudes of 65520 (half's
