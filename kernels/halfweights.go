@@ -48,21 +48,11 @@ func PrecisionOf(b Backend) Precision {
 	return F32
 }
 
-// HalfToFloat32 sets dst[i] to the value of the IEEE half-precision bit
-// pattern src[i], exactly (subnormals, infinities and NaN payloads
-// included). It panics unless len(dst) == len(src).
-func HalfToFloat32(dst []float32, src []uint16) { half.ToFloat32s(dst, src) }
-
-// Float32ToHalf sets dst[i] to src[i] rounded to the nearest half-precision
-// value, ties to even: values beyond the half range become infinities,
-// NaNs stay NaNs. It panics unless len(dst) == len(src).
-func Float32ToHalf(dst []uint16, src []float32) { half.FromFloat32s(dst, src) }
-
 // WeightFromHalf is [HalfWeighter.WeightF16] for a backend that stores
 // fp32: it widens bits on the host (exactly) into a new slice and returns
 // m.Weight of it. bits is not retained.
 func WeightFromHalf(m Memory, bits []uint16, shape ...int) *Tensor {
 	data := make([]float32, len(bits))
-	HalfToFloat32(data, bits)
+	half.ToFloat32s(data, bits)
 	return m.Weight(data, shape...)
 }

@@ -1,34 +1,6 @@
 package kernels
 
-import (
-	"math"
-	"testing"
-)
-
-func TestHalfConversions(t *testing.T) {
-	bits := []uint16{0x0000, 0x8000, 0x3c00, 0xc000, 0x7bff, 0x0001, 0x7c00, 0xfc00}
-	want := []float32{0, float32(math.Copysign(0, -1)), 1, -2, 65504, 0x1p-24, float32(math.Inf(1)), float32(math.Inf(-1))}
-	got := make([]float32, len(bits))
-	HalfToFloat32(got, bits)
-	for i := range got {
-		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-			t.Errorf("HalfToFloat32(%#04x) = %v, want %v", bits[i], got[i], want[i])
-		}
-	}
-	back := make([]uint16, len(got))
-	Float32ToHalf(back, got)
-	for i := range back {
-		if back[i] != bits[i] {
-			t.Errorf("Float32ToHalf(%v) = %#04x, want %#04x", got[i], back[i], bits[i])
-		}
-	}
-	// Ties to even, overflow to infinity.
-	rounded := make([]uint16, 3)
-	Float32ToHalf(rounded, []float32{1 + 0x1p-11, 1 + 3*0x1p-11, 65520})
-	if rounded[0] != 0x3c00 || rounded[1] != 0x3c02 || rounded[2] != 0x7c00 {
-		t.Errorf("rounding: %#04x, want [0x3c00 0x3c02 0x7c00]", rounded)
-	}
-}
+import "testing"
 
 // hostWeights is a Memory whose Weight keeps its slice, for WeightFromHalf.
 type hostWeights struct{ Memory }

@@ -31,8 +31,8 @@ func TestRoundingEdges(t *testing.T) {
 		{65504, 0x7bff},
 		{65520, 0x7c00}, // halfway to the next binade rounds to even: Inf
 		{65519, 0x7bff},
-		{1 + 1.0/2048, 0x3c00},   // tie, to even
-		{1 + 3.0/2048, 0x3c02},   // tie, to even (up)
+		{1 + 1.0/2048, 0x3c00}, // tie, to even
+		{1 + 3.0/2048, 0x3c02}, // tie, to even (up)
 		{float32(math.Ldexp(1, -24)), 0x0001},
 		{float32(math.Ldexp(1, -25)), 0x0000}, // tie with zero, to even
 		{-0.0, 0x0000},

@@ -150,14 +150,11 @@ func (b *Backend) Weight(data []float32, shape ...int) *kernels.Tensor {
 // the backend stores fp16, widened exactly when it stores fp32. bits may
 // be reused once it returns.
 func (b *Backend) WeightF16(bits []uint16, shape ...int) *kernels.Tensor {
+	if b.prec != kernels.F16 {
+		return kernels.WeightFromHalf(b, bits, shape...)
+	}
 	t := b.Alloc(shape...)
 	check(len(bits) == t.Len(), "WeightF16", "%d halves for %v", len(bits), t)
-	if b.prec != kernels.F16 {
-		f := make([]float32, len(bits))
-		half.ToFloat32s(f, bits)
-		b.Upload(t, f)
-		return t
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.record("WeightF16", b.d.CopyHtoD(b.ptr("WeightF16", "dst", t), half.Bytes(bits)))
