@@ -2,13 +2,19 @@ package cuda
 
 import "github.com/avatargen/musetalk/kernels"
 
-// convTile is the side of the output tile one conv2d_f32 block computes.
+// convTile is the side of the output tile one conv2d block computes.
 const convTile = 64
 
-// Conv2D implements [kernels.Ops.Conv2D] as one implicit-GEMM launch
-// (conv2d_f32, src/conv.cu) over every image: output channels are the
-// GEMM's rows, the images' output pixels its columns (on grid.x), and the
-// bias is added in the store.
+// convTCTile is the side of the output tile one hconv_tc block computes.
+const convTCTile = 128
+
+// Conv2D implements [kernels.Ops.Conv2D] as one implicit-GEMM launch over
+// every image, the bias added in the store. With fp16 storage on sm_80+
+// it runs on tensor cores (hconv_tc, src/conv_tc.cu: the images' output
+// pixels are the GEMM's rows, the output channels its columns);
+// otherwise on CUDA cores (conv2d, src/conv.cu, either storage type:
+// output channels are the rows, pixels the columns). Either way the
+// pixels, the big dimension, go on grid.x.
 func (b *Backend) Conv2D(dst, x, w, bias *kernels.Tensor, p kernels.Conv2DParams) {
 	b.conv2D("Conv2D", dst, x, w, bias, p)
 }
@@ -49,18 +55,29 @@ func (b *Backend) conv2D(op string, dst, x, w, bias *kernels.Tensor, p kernels.C
 	i32(op, x.Len())
 	i32(op, w.Len())
 	i32(op, dst.Len())
-	i32(op, n*ho*wo)
-	i32(op, c*kh*kw+convTile)
+	i32(op, n*ho*wo+convTCTile)
+	i32(op, c*kh*kw+convTCTile)
 	i32(op, (h+p.PadTop+p.PadBottom)*(wi+p.PadLeft+p.PadRight))
 	if dst.Len() == 0 {
 		return
 	}
-	grid := D3(ceilDiv(n*ho*wo, convTile), ceilDiv(co, convTile), 1)
+	kernel, tile, block := "conv2d"+b.suffix, convTile, D3(16, 16, 1)
+	if b.convTensorCores() {
+		kernel, tile, block = "hconv_tc", convTCTile, D1(256)
+	}
+	grid := D3(ceilDiv(n*ho*wo, tile), ceilDiv(co, tile), 1)
 	check(grid.Y <= 65535, op, "%d output channels exceed the kernel's limit", co)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.launch(op, "conv2d", grid, D3(16, 16, 1), 0,
+	b.launchExact(op, kernel, grid, block, 0,
 		b.ptr(op, "dst", dst), b.ptr(op, "x", x), b.ptr(op, "w", w), b.optPtr(op, "bias", bias),
 		int32(n), int32(c), int32(h), int32(wi), int32(co), int32(kh), int32(kw),
 		int32(max(p.StrideH, 1)), int32(max(p.StrideW, 1)), int32(p.PadTop), int32(p.PadLeft), int32(ho), int32(wo))
+}
+
+// convTensorCores reports whether convolutions run on hconv_tc: fp16
+// storage on an sm_80+ device. hconv_tc is correct for any shape, stride,
+// padding and alignment (it stages w with cp.async where they allow).
+func (b *Backend) convTensorCores() bool {
+	return b.prec == kernels.F16 && b.info.Arch >= 80
 }
