@@ -15,16 +15,19 @@ import (
 // with non-trivial BatchNorm statistics) on its input.x and compares the
 // main head's logits and every intermediate with the JSON's suggested
 // tolerances. The pixel path around it (resize, normalisation, argmax,
-// masks) is tested in package face.
+// masks) is tested in package face. On an fp16 backend only the logits
+// are compared, by the fp16 rule (see model.F16Bound).
 func TestGoldenBiSeNet(t *testing.T) {
 	t.Parallel()
 	for _, nb := range model.GoldenBackends {
-		t.Run(nb.Name, func(t *testing.T) { testGoldenBiSeNet(t, nb.New(t)) })
+		t.Run(nb.Name, func(t *testing.T) { testGoldenBiSeNet(t, nb) })
 	}
 }
 
-func testGoldenBiSeNet(t *testing.T, be kernels.Backend) {
+func testGoldenBiSeNet(t *testing.T, nb model.NamedBackend) {
 	c := golden.Load(t, "h_bisenet_face_parsing")
+	be := nb.New(t)
+	f16 := nb.Precision == kernels.F16
 
 	// The spec is exactly the file's floating weights.
 	spec := model.BiSeNetSpec()
@@ -83,7 +86,7 @@ func testGoldenBiSeNet(t *testing.T, be kernels.Backend) {
 	out, err := model.BiSeNetForwardTrace(net, x, func(name string, a *kernels.Tensor) {
 		name = "intermediate." + name
 		seen[name] = true
-		if _, ok := ref[name]; !ok {
+		if _, ok := ref[name]; !ok || f16 {
 			return
 		}
 		ref.Compare(t, name, bsDownload(t, be, a), a.Shape(), bsAtol(t, c, name))
@@ -91,7 +94,13 @@ func testGoldenBiSeNet(t *testing.T, be kernels.Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref.Compare(t, "output.logits", bsDownload(t, be, out), out.Shape(), bsAtol(t, c, "output.logits"))
+	if f16 {
+		want := ref.Get(t, "output.logits")
+		model.CompareF16(t, "output.logits", bsDownload(t, be, out), out.Shape(), want.Data, want.Shape,
+			bsAtol(t, c, "output.logits"), model.F16RelBiSeNet)
+	} else {
+		ref.Compare(t, "output.logits", bsDownload(t, be, out), out.Shape(), bsAtol(t, c, "output.logits"))
+	}
 	for _, name := range c.Names("intermediate.") {
 		if !seen[name] && name != "intermediate.resized_rgb" {
 			t.Errorf("the forward pass did not produce %s", name)

@@ -130,6 +130,43 @@ func (g *dmGolden) compare(t *testing.T, name string, got []float32, shape []int
 	t.Logf("%-40s max|go−ref| = %.3g ≤ atol %.3g (%.2f of it)", name, maxErr, atol, maxErr/atol)
 }
 
+// compareOn judges an output computed on gb: by compare on an fp32
+// backend, by the fp16 rule with relative allowance r on an fp16 one (see
+// model.F16Bound).
+func (g *dmGolden) compareOn(t *testing.T, gb goldenBackend, r float64, name string, got []float32, shape []int) {
+	t.Helper()
+	if gb.prec != kernels.F16 {
+		g.compare(t, name, got, shape)
+		return
+	}
+	atol, ok := g.atol[name]
+	if !ok {
+		t.Errorf("%s: no suggested_tolerance for %s", g.name, name)
+		return
+	}
+	ref, refShape, err := g.Tensor(name)
+	if err != nil {
+		t.Errorf("%s: %v", g.name, err)
+		return
+	}
+	model.CompareF16(t, name, got, shape, ref, refShape, atol, r)
+}
+
+// dmFramePSNR is the PSNR in dB of decoded VAE output got against ref after
+// MuseTalk's mapping to pixels, (x/2+0.5).clamp(0,1), with peak 1.
+func dmFramePSNR(got, ref []float32) float64 {
+	pix := func(x float32) float64 { return min(max(float64(x)/2+0.5, 0), 1) }
+	var se float64
+	for i := range ref {
+		d := pix(got[i]) - pix(ref[i])
+		se += d * d
+	}
+	if se == 0 {
+		return math.Inf(1)
+	}
+	return 10 * math.Log10(float64(len(ref))/se)
+}
+
 func dmBackend(t testing.TB) kernels.Backend { return dmBackendConv(t, cpu.ConvAuto) }
 
 // dmBackendConv is a CPU backend with the given 3×3 convolution algorithm,
@@ -228,25 +265,32 @@ type goldenBackend struct {
 	// error at that layer; Winograd's rounding, spread over the few input
 	// channels of these tiny networks (the decoder's conv_in has 4), can
 	// exceed them at a layer while every output stays well inside its own.
+	// An fp16 backend compares none (their fp32 atols say nothing about
+	// fp16 storage), only the outputs.
 	intermediates bool
+	// prec is how the backend stores tensors, and so how its outputs are
+	// judged (see model.F16Bound).
+	prec kernels.Precision
 }
 
 // goldenBackends: the CPU backend with its own choice of 3×3 convolution
 // and with Winograd forced on every eligible conv (the golden networks are
 // too narrow for the cost model to pick it, and the full-size ones use
 // it), and the CUDA backend's kernels run by the CPU emulator (the same
-// .cu sources the GPU runs).
+// .cu sources the GPU runs) with fp32 and with fp16 storage.
 var goldenBackends = []goldenBackend{
-	{cpu.ConvAuto.String(), func(t testing.TB) kernels.Backend { return dmBackendConv(t, cpu.ConvAuto) }, true},
-	{cpu.ConvWinograd.String(), func(t testing.TB) kernels.Backend { return dmBackendConv(t, cpu.ConvWinograd) }, false},
-	{"cuda-emu", backendNamed("cuda-emu"), true},
+	{cpu.ConvAuto.String(), func(t testing.TB) kernels.Backend { return dmBackendConv(t, cpu.ConvAuto) }, true, kernels.F32},
+	{cpu.ConvWinograd.String(), func(t testing.TB) kernels.Backend { return dmBackendConv(t, cpu.ConvWinograd) }, false, kernels.F32},
+	goldenBackendNamed("cuda-emu"),
+	goldenBackendNamed("cuda-emu-fp16"),
 }
 
-// backendNamed is the constructor of one of model.GoldenBackends.
-func backendNamed(name string) func(testing.TB) kernels.Backend {
+// goldenBackendNamed is one of model.GoldenBackends; an fp32 one compares
+// the intermediates too.
+func goldenBackendNamed(name string) goldenBackend {
 	for _, nb := range model.GoldenBackends {
 		if nb.Name == name {
-			return nb.New
+			return goldenBackend{nb.Name, nb.New, nb.Precision == kernels.F32, nb.Precision}
 		}
 	}
 	panic("no golden backend " + name)
@@ -306,7 +350,7 @@ func testGoldenUNet(t *testing.T, gb goldenBackend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		g.compare(t, name, dmDownload(t, be, out), out.Shape())
+		g.compareOn(t, gb, model.F16RelUNet, name, dmDownload(t, be, out), out.Shape())
 		be.Free(out)
 		if tr != nil {
 			tr.compareIntermediates(t, g, func(string) bool { return gb.intermediates })
@@ -318,7 +362,7 @@ func testGoldenUNet(t *testing.T, gb goldenBackend) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			g.compare(t, name, dmDownload(t, be, out2), out2.Shape())
+			g.compareOn(t, gb, model.F16RelUNet, name, dmDownload(t, be, out2), out2.Shape())
 			be.Free(out2)
 		}
 	}
@@ -396,29 +440,40 @@ func testGoldenVAE(t *testing.T, gb goldenBackend) {
 		}
 		return s
 	}
+	compare := func(name string, got []float32, shape []int) {
+		t.Helper()
+		g.compareOn(t, gb, model.F16RelVAE, name, got, shape)
+	}
 	for _, name := range outs {
 		switch strings.TrimPrefix(name, "output.") {
 		case "latent_mean":
-			g.compare(t, name, dist.Mean, dist.Shape)
-			g.compare(t, name, meanDev, dist.Shape) // VAE.Encode
+			compare(name, dist.Mean, dist.Shape)
+			compare(name, meanDev, dist.Shape) // VAE.Encode
 		case "latent_logvar":
-			g.compare(t, name, dist.LogVar, dist.Shape)
+			compare(name, dist.LogVar, dist.Shape)
 		case "latent_std":
-			g.compare(t, name, dist.Std(), dist.Shape)
+			compare(name, dist.Std(), dist.Shape)
 		case "latent_sample":
-			g.compare(t, name, sample(), dist.Shape)
+			compare(name, sample(), dist.Shape)
 		case "latents_scaled":
 			s := sample()
 			for i := range s {
 				s[i] *= v.ScalingFactor()
 			}
-			g.compare(t, name, s, dist.Shape)
+			compare(name, s, dist.Shape)
 		case "decoded":
 			if decoded == nil {
 				t.Errorf("%s: no input.latents to decode", name)
 				continue
 			}
-			g.compare(t, name, decoded, decShape)
+			compare(name, decoded, decShape)
+			if ref, _, err := g.Tensor(name); err == nil && len(ref) == len(decoded) {
+				psnr := dmFramePSNR(decoded, ref)
+				t.Logf("%-36s PSNR of the frames %.1f dB", name, psnr)
+				if gb.prec == kernels.F16 && !(psnr >= model.F16MinPSNR) {
+					t.Errorf("%s: fp16 frames' PSNR %.1f dB < %g dB", name, psnr, model.F16MinPSNR)
+				}
+			}
 		default:
 			t.Errorf("%s: unknown output", name)
 		}
