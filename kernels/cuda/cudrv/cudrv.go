@@ -34,7 +34,8 @@ type Driver struct {
 	ctx   cu.CUContext
 	mods  []cu.Module
 	funcs map[string]cu.Function
-	err   error // sticky: the first error of asynchronous work
+	stage *pinned // copies go through it; nil if pinning failed
+	err   error   // sticky: the first error of asynchronous work
 }
 
 var _ cuda.Driver = (*Driver)(nil)
@@ -96,6 +97,8 @@ func (d *Driver) open(ordinal int) error {
 		}
 		d.mods = append(d.mods, mod)
 	}
+	// Without pinned memory copies still work, staged by the driver.
+	d.stage, _ = allocPinned(stagingBytes)
 	return nil
 }
 
@@ -132,8 +135,9 @@ func (d *Driver) Free(p cuda.DevPtr) error {
 	return d.do(func() error { return cu.MemFree(cu.DevicePtr(p)) })
 }
 
-// CopyHtoD copies src to dst, synchronously (src is pageable Go memory,
-// which the driver stages itself; pinned staging is not used yet).
+// CopyHtoD copies src to dst, synchronously, through the pinned staging
+// buffer in chunks of its size (or straight from Go memory, which the
+// driver then stages itself, if pinning failed at Open).
 func (d *Driver) CopyHtoD(dst cuda.DevPtr, src []byte) error {
 	if len(src) == 0 {
 		return nil
@@ -142,11 +146,21 @@ func (d *Driver) CopyHtoD(dst cuda.DevPtr, src []byte) error {
 		if d.err != nil {
 			return d.err
 		}
-		return d.sticky(cu.MemcpyHtoD(cu.DevicePtr(dst), unsafe.Pointer(&src[0]), int64(len(src))))
+		if d.stage == nil {
+			return d.sticky(cu.MemcpyHtoD(cu.DevicePtr(dst), unsafe.Pointer(&src[0]), int64(len(src))))
+		}
+		for off := 0; off < len(src); off += len(d.stage.buf) {
+			n := copy(d.stage.buf, src[off:])
+			if err := cu.MemcpyHtoD(cu.DevicePtr(dst)+cu.DevicePtr(off), d.stage.p, int64(n)); err != nil {
+				return d.sticky(err)
+			}
+		}
+		return nil
 	})
 }
 
-// CopyDtoH waits for the work issued before it and copies into dst.
+// CopyDtoH waits for the work issued before it and copies into dst,
+// through the pinned staging buffer as CopyHtoD does.
 func (d *Driver) CopyDtoH(dst []byte, src cuda.DevPtr) error {
 	if len(dst) == 0 {
 		return d.Sync()
@@ -155,7 +169,17 @@ func (d *Driver) CopyDtoH(dst []byte, src cuda.DevPtr) error {
 		if d.err != nil {
 			return d.err
 		}
-		return d.sticky(cu.MemcpyDtoH(unsafe.Pointer(&dst[0]), cu.DevicePtr(src), int64(len(dst))))
+		if d.stage == nil {
+			return d.sticky(cu.MemcpyDtoH(unsafe.Pointer(&dst[0]), cu.DevicePtr(src), int64(len(dst))))
+		}
+		for off := 0; off < len(dst); off += len(d.stage.buf) {
+			n := min(len(d.stage.buf), len(dst)-off)
+			if err := cu.MemcpyDtoH(d.stage.p, cu.DevicePtr(src)+cu.DevicePtr(off), int64(n)); err != nil {
+				return d.sticky(err)
+			}
+			copy(dst[off:], d.stage.buf[:n])
+		}
+		return nil
 	})
 }
 
@@ -233,7 +257,10 @@ func (d *Driver) sticky(err error) error {
 // Close destroys the context, freeing its memory and modules, and ends
 // the thread.
 func (d *Driver) Close() error {
-	err := d.do(func() error { return d.ctx.Destroy() })
+	err := d.do(func() error {
+		d.stage.free()
+		return d.ctx.Destroy()
+	})
 	close(d.work)
 	return err
 }
