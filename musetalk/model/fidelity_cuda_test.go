@@ -58,16 +58,7 @@ func TestFullSizeF16Fidelity(t *testing.T) {
 			defer b.Free(x)
 			c := kernels.Upload(b, cond, 2, 50, cfg.CrossAttentionDim[0])
 			defer b.Free(c)
-			y, err := u.Forward(x, []float32{0}, c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Free(y)
-			out := make([]float32, y.Len())
-			if err := b.Download(out, y); err != nil {
-				t.Fatal(err)
-			}
-			return out
+			return result(t, b)(u.Forward(x, []float32{0}, c))
 		}
 		want, got := run(ref), run(gpu)
 		maxErr, maxRef := 0.0, 0.0
@@ -97,16 +88,7 @@ func TestFullSizeF16Fidelity(t *testing.T) {
 			defer v.Close()
 			z := kernels.Upload(b, latents, 2, cfg.LatentChannels, 32, 32)
 			defer b.Free(z)
-			y, err := v.Decode(z)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Free(y)
-			out := make([]float32, y.Len())
-			if err := b.Download(out, y); err != nil {
-				t.Fatal(err)
-			}
-			return out
+			return result(t, b)(v.Decode(z))
 		}
 		want, got := run(ref), run(gpu)
 		if psnr := dmFramePSNR(got, want); !(psnr >= 40) {
@@ -115,6 +97,19 @@ func TestFullSizeF16Fidelity(t *testing.T) {
 			t.Logf("VAE decoder fp16: %.1f dB PSNR against the CPU", psnr)
 		}
 	})
+}
+
+// result returns a function that takes a network's result, fails the
+// test on its error, and returns its elements, freeing the tensor.
+func result(t *testing.T, b kernels.Backend) func(*kernels.Tensor, error) []float32 {
+	return func(y *kernels.Tensor, err error) []float32 {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Free(y)
+		return download(t, b, y)
+	}
 }
 
 // uniform returns n values uniform in [-1, 1).

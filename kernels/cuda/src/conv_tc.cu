@@ -132,22 +132,8 @@ __device__ __forceinline__ void hconv_tc_compute(const __half *As, const __half 
 		UNROLL
 		for (int i = 0; i < 4; i++)
 			ldmatrix_x4_trans(a[i], As + (kk + (lane & 7) + 8 * (lane >> 4)) * CT_LDM + wm * 64 + 16 * i + 8 * ((lane >> 3) & 1));
-		UNROLL
-		for (int j = 0; j < 2; j++) {
-			// Matrices 0..3: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7),
-			// (n 8-15, k 8-15) of the 16 channels wn·32 + 16j.
-			unsigned r[4];
-			ldmatrix_x4(r, Bs + (wn * 32 + 16 * j + (lane & 7) + 8 * (lane >> 4)) * CT_LDK + kk + 8 * ((lane >> 3) & 1));
-			b[2 * j][0] = r[0];
-			b[2 * j][1] = r[1];
-			b[2 * j + 1][0] = r[2];
-			b[2 * j + 1][1] = r[3];
-		}
-		UNROLL
-		for (int i = 0; i < 4; i++)
-			UNROLL
-			for (int j = 0; j < 4; j++)
-				mma_m16n8k16_f32f16(acc[i][j], a[i], b[j], acc[i][j]);
+		ldmatrix_b_nk(b, Bs, CT_LDK, wn * 32, kk, lane);
+		warp_tile_mma(acc, a, b);
 	}
 }
 

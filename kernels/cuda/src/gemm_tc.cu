@@ -90,25 +90,22 @@ __device__ __forceinline__ void hgemm_tc_compute(const __half *As, const __half 
 		UNROLL
 		for (int i = 0; i < 4; i++)
 			ldmatrix_x4(a[i], As + (wm * 64 + 16 * i + (lane & 15)) * TC_LDK + kk + 8 * (lane >> 4));
-		UNROLL
-		for (int j = 0; j < 2; j++) {
-			// Matrices 0..3: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7),
-			// (n 8-15, k 8-15) of the 16 columns wn·32 + 16j.
-			unsigned r[4];
-			if (kn)
-				ldmatrix_x4_trans(r, Bs + (kk + (lane & 7) + 8 * ((lane >> 3) & 1)) * TC_LDN + wn * 32 + 16 * j + 8 * (lane >> 4));
-			else
-				ldmatrix_x4(r, Bs + (wn * 32 + 16 * j + (lane & 7) + 8 * (lane >> 4)) * TC_LDK + kk + 8 * ((lane >> 3) & 1));
-			b[2 * j][0] = r[0];
-			b[2 * j][1] = r[1];
-			b[2 * j + 1][0] = r[2];
-			b[2 * j + 1][1] = r[3];
-		}
-		UNROLL
-		for (int i = 0; i < 4; i++)
+		if (kn) {
 			UNROLL
-			for (int j = 0; j < 4; j++)
-				mma_m16n8k16_f32f16(acc[i][j], a[i], b[j], acc[i][j]);
+			for (int j = 0; j < 2; j++) {
+				// Matrices 0..3: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15,
+				// k 0-7), (n 8-15, k 8-15) of the 16 columns wn·32 + 16j.
+				unsigned r[4];
+				ldmatrix_x4_trans(r, Bs + (kk + (lane & 7) + 8 * ((lane >> 3) & 1)) * TC_LDN + wn * 32 + 16 * j + 8 * (lane >> 4));
+				b[2 * j][0] = r[0];
+				b[2 * j][1] = r[1];
+				b[2 * j + 1][0] = r[2];
+				b[2 * j + 1][1] = r[3];
+			}
+		} else {
+			ldmatrix_b_nk(b, Bs, TC_LDK, wn * 32, kk, lane);
+		}
+		warp_tile_mma(acc, a, b);
 	}
 }
 

@@ -275,4 +275,32 @@ static inline void cp_async_wait_all(void) {}
 
 #endif
 
+// The 64×32 warp tile that hgemm_tc and hconv_tc share: four m16 row
+// tiles by four n8 column tiles of fp32 accumulators.
+
+// ldmatrix_b_nk loads the warp's four B fragments (columns n0 + 8j, k
+// kk..kk+15) from a [n][k] tile whose rows are ld halves apart: two x4
+// loads, matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n
+// 8-15, k 8-15) of each 16 columns.
+__device__ __forceinline__ void ldmatrix_b_nk(unsigned b[4][2], const __half *Bs, int ld, int n0, int kk, int lane) {
+	UNROLL
+	for (int j = 0; j < 2; j++) {
+		unsigned r[4];
+		ldmatrix_x4(r, Bs + (n0 + 16 * j + (lane & 7) + 8 * (lane >> 4)) * ld + kk + 8 * ((lane >> 3) & 1));
+		b[2 * j][0] = r[0];
+		b[2 * j][1] = r[1];
+		b[2 * j + 1][0] = r[2];
+		b[2 * j + 1][1] = r[3];
+	}
+}
+
+// warp_tile_mma adds a[i]·b[j] to acc[i][j] for the 4×4 m16n8k16 tiles.
+__device__ __forceinline__ void warp_tile_mma(float acc[4][4][4], unsigned a[4][4], unsigned b[4][2]) {
+	UNROLL
+	for (int i = 0; i < 4; i++)
+		UNROLL
+		for (int j = 0; j < 4; j++)
+			mma_m16n8k16_f32f16(acc[i][j], a[i], b[j], acc[i][j]);
+}
+
 #endif
