@@ -30,6 +30,9 @@ var (
 	ErrStaleAttempt = errors.New("not the job's current attempt")
 	// ErrFinal: the job is already succeeded or failed; nothing was changed.
 	ErrFinal = errors.New("job already finished")
+	// ErrNotFailed: JobRetry named a job that is not failed; nothing was
+	// changed.
+	ErrNotFailed = errors.New("job is not failed")
 )
 
 // Job is one lip-sync job and the state of its current (or last) attempt.
@@ -291,6 +294,11 @@ type Store interface {
 	// Cancelling a cancelled job returns it unchanged; a succeeded or failed
 	// job returns ErrFinal.
 	JobCancel(ctx context.Context, id string, now time.Time) (*Job, error)
+	// JobRetry queues a failed job again, at once and with fresh budgets
+	// (Failures and Interruptions 0; Error, Progress and FinishedAt
+	// cleared); its attempts stay as its history and the next claim is
+	// attempt Attempt+1. Any other state returns ErrNotFailed.
+	JobRetry(ctx context.Context, id string, now time.Time) (*Job, error)
 	// JobCountByState counts jobs in every state (zero counts included).
 	JobCountByState(ctx context.Context) (map[protocol.JobState]int, error)
 	// AttemptCountByOutcome counts attempts by outcome (zero counts included).

@@ -38,6 +38,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"Count", countTests()},
 		{"Heartbeat", heartbeatTests()},
 		{"Job", jobTests()},
+		{"Retry", retryTests()},
 		{"Sweep", sweepTests()},
 		{"Worker", workerTests()},
 	}

@@ -304,3 +304,27 @@ func (s *Store) countBy(ctx context.Context, q string, set func(string, int)) er
 	}
 	return err
 }
+
+// JobRetry implements store.Store.
+func (s *Store) JobRetry(ctx context.Context, id string, now time.Time) (*store.Job, error) {
+	var job *store.Job
+	err := s.write(ctx, func(t *tx) error {
+		j, err := scanJob(t.queryRow(ctx, `UPDATE jobs SET state = 'queued', failures = 0, interruptions = 0,
+	error = '', progress = NULL, progress_at = NULL, run_after = ?, finished_at = NULL, updated_at = ?
+WHERE id = ? AND state = 'failed' RETURNING `+jobCols, s.ts(now), s.ts(now), id))
+		if errors.Is(err, sql.ErrNoRows) {
+			// Not failed, or not there: tell which.
+			cur, gerr := scanJob(t.queryRow(ctx, `SELECT `+jobCols+` FROM jobs WHERE id = ?`, id))
+			if gerr != nil {
+				return notFound(gerr, fmt.Sprintf("job %q", id))
+			}
+			return fmt.Errorf("job %s is %s: %w", id, cur.State, store.ErrNotFailed)
+		}
+		job = j
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("retrying job: %w", err)
+	}
+	return job, nil
+}
