@@ -312,7 +312,9 @@ func (s *Server) handleFail(w http.ResponseWriter, r *http.Request) error {
 	if req.Error == "" {
 		return badRequest("error: required, what went wrong")
 	}
-	msg := truncate(req.Error, maxErrorText)
+	// NUL and invalid UTF-8 become U+FFFD (as the store would), before the
+	// limit, so that what is kept is at most maxErrorText bytes.
+	msg := truncate(store.SanitizeText(req.Error), maxErrorText)
 	job, err := s.store.JobFail(r.Context(), &store.JobFailParams{
 		AttemptParams: store.AttemptParams{JobID: jobID, Attempt: req.Attempt, Token: req.Token, Now: s.now()},
 		Error:         msg, Retryable: req.Retryable, Backoff: s.backoff,
@@ -336,7 +338,7 @@ func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	}
 	job, err := s.store.JobRelease(r.Context(), &store.JobReleaseParams{
 		AttemptParams: store.AttemptParams{JobID: jobID, Attempt: req.Attempt, Token: req.Token, Now: s.now()},
-		Reason:        truncate(req.Reason, maxReasonText), Backoff: s.backoff,
+		Reason:        truncate(store.SanitizeText(req.Reason), maxReasonText), Backoff: s.backoff,
 	})
 	if err != nil {
 		return attemptError(err, jobID, req.Attempt)

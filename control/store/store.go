@@ -14,7 +14,9 @@ package store
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/avatargen/musetalk/protocol"
 )
@@ -34,6 +36,20 @@ var (
 	// changed.
 	ErrNotFailed = errors.New("job is not failed")
 )
+
+// SanitizeText makes free text storable the same way in every store:
+// PostgreSQL's text holds neither NUL nor invalid UTF-8 (it refuses the
+// whole statement with "invalid byte sequence for encoding UTF8"), SQLite
+// keeps any bytes. Each NUL and each run of invalid bytes becomes U+FFFD.
+// The stores apply it to the free text workers send (heartbeat provider,
+// GPU class, version and self-check; fail error; release reason), so such
+// calls succeed and read back alike on both.
+func SanitizeText(s string) string {
+	if strings.IndexByte(s, 0) < 0 && utf8.ValidString(s) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
 
 // Job is one lip-sync job and the state of its current (or last) attempt.
 type Job struct {

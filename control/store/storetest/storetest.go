@@ -40,6 +40,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"Job", jobTests()},
 		{"Retry", retryTests()},
 		{"Sweep", sweepTests()},
+		{"Text", textTests()},
 		{"Worker", workerTests()},
 	}
 	for _, g := range groups {

@@ -315,7 +315,7 @@ func (s *Store) JobComplete(ctx context.Context, p *store.JobCompleteParams) (*s
 
 // JobFail implements store.Store.
 func (s *Store) JobFail(ctx context.Context, p *store.JobFailParams) (*store.Job, error) {
-	msg := p.Error
+	msg := text(p.Error)
 	if msg == "" {
 		msg = "failed (no error given)"
 	}
@@ -346,7 +346,7 @@ func (s *Store) JobFail(ctx context.Context, p *store.JobFailParams) (*store.Job
 
 // JobRelease implements store.Store.
 func (s *Store) JobRelease(ctx context.Context, p *store.JobReleaseParams) (*store.Job, error) {
-	reason := p.Reason
+	reason := text(p.Reason)
 	if reason == "" {
 		reason = "released"
 	}

@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/avatargen/musetalk/control/store"
 	"github.com/avatargen/musetalk/protocol"
 )
+
+// text is store.SanitizeText: free text storable in every database.
+func text(s string) string { return store.SanitizeText(s) }
 
 // Stored times have microsecond precision and are returned in UTC.
 func norm(t time.Time) time.Time { return t.Truncate(time.Microsecond).UTC() }

@@ -96,7 +96,9 @@ func (s *Store) WorkerHeartbeat(ctx context.Context, p *store.WorkerHeartbeatPar
 	}
 	var selfCheck any
 	if p.SelfCheck != nil {
-		if selfCheck, err = encodeJSON("self-check", p.SelfCheck); err != nil {
+		sc := *p.SelfCheck
+		sc.Engine, sc.Device, sc.Error = text(sc.Engine), text(sc.Device), text(sc.Error)
+		if selfCheck, err = encodeJSON("self-check", &sc); err != nil {
 			return nil, fmt.Errorf("recording heartbeat of worker %s: %w", p.ID, err)
 		}
 	}
@@ -129,7 +131,7 @@ ON CONFLICT (id) DO UPDATE SET worker_type = excluded.worker_type, provider = ex
 	status = CASE WHEN excluded.status = 'idle' AND workers.job_id <> '' THEN 'busy' ELSE excluded.status END,
 	last_seen = excluded.last_seen, cached_avatars = excluded.cached_avatars,
 	self_check = COALESCE(excluded.self_check, workers.self_check)`,
-			p.ID, string(p.WorkerType), p.Provider, p.GPUClass, string(p.Status), p.Version, now, now, cachedArg, selfCheck); err != nil {
+			p.ID, string(p.WorkerType), text(p.Provider), text(p.GPUClass), string(p.Status), text(p.Version), now, now, cachedArg, selfCheck); err != nil {
 			return fmt.Errorf("saving worker %s: %w", p.ID, err)
 		}
 		if held != nil {
