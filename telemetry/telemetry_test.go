@@ -10,6 +10,11 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func TestSecretNeverFormats(t *testing.T) {
@@ -104,5 +109,79 @@ func TestTracingDisabledAndBadProtocol(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}), "s", "v")
 	if err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_PROTOCOL") {
 		t.Fatalf("want an error naming the protocol variable, got %v", err)
+	}
+}
+
+func TestFromEnvExportsMetricsOverOTLPHTTP(t *testing.T) {
+	var traces, metrics atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/traces":
+			traces.Add(1)
+		case "/v1/metrics":
+			metrics.Add(1)
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	tel, err := FromEnv(context.Background(), env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": srv.URL + "/"}),
+		Service{Name: "musetalk-worker", Version: "v0", Instance: "salad-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tel.Exporting() || !tel.Metrics.Exporting {
+		t.Fatal("metrics not exported with an endpoint set")
+	}
+	c, err := tel.Metrics.Provider.Meter("t").Int64Counter("frames")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Add(context.Background(), 3)
+	_, span := tel.Tracing.Provider.Tracer("t").Start(context.Background(), "job")
+	span.End()
+	if err := tel.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if metrics.Load() == 0 || traces.Load() == 0 {
+		t.Fatalf("%d metric and %d trace exports reached the collector, want both", metrics.Load(), traces.Load())
+	}
+}
+
+func TestMetricsOffWithoutEndpointOrWhenDisabled(t *testing.T) {
+	for _, e := range []map[string]string{
+		nil,
+		{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_METRICS_EXPORTER": "none"},
+		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:1/v1/traces"},
+	} {
+		m, err := MetricsFromEnv(context.Background(), env(e), Service{Name: "s"})
+		if err != nil || m.Exporting {
+			t.Errorf("%v: exporting %v, err %v", e, m != nil && m.Exporting, err)
+		}
+	}
+	_, err := MetricsFromEnv(context.Background(), env(map[string]string{
+		"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc"}), Service{})
+	if err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") {
+		t.Fatalf("want an error naming the protocol variable, got %v", err)
+	}
+}
+
+func TestProviderResourceAndEventLimit(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := newTracerProvider(sdktrace.NewSimpleSpanProcessor(exp), env(nil), Service{Name: "w", Version: "v1", Instance: "salad-7"})
+	_, span := tp.Tracer("t").Start(context.Background(), "attempt")
+	for i := range 1000 {
+		span.AddEvent("heartbeat", trace.WithAttributes(attribute.Int("i", i)))
+	}
+	span.End()
+	s := exp.GetSpans()[0]
+	if len(s.Events) != 1000 || s.DroppedEvents != 0 {
+		t.Errorf("%d events kept, %d dropped; want all 1000 (the SDK's default keeps 128)", len(s.Events), s.DroppedEvents)
+	}
+	got := map[string]string{}
+	for _, kv := range s.Resource.Attributes() {
+		got[string(kv.Key)] = kv.Value.Emit()
+	}
+	if got["service.name"] != "w" || got["service.version"] != "v1" || got["service.instance.id"] != "salad-7" {
+		t.Errorf("resource %v", got)
 	}
 }
