@@ -21,12 +21,26 @@ func traceContext(ctx context.Context) map[string]string {
 	return m
 }
 
+// traceID returns the trace id of a stored trace context, or "" when it
+// holds none.
+func traceID(tc map[string]string) string {
+	sc := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier(tc)))
+	if !sc.IsValid() {
+		return ""
+	}
+	return sc.TraceID().String()
+}
+
 // jobEvent records a job transition as a short span in the job's own
-// trace (the one started at submission), linked to the request that
-// caused it.
+// trace (the one started at submission). When the request that caused it
+// is in that trace already (a worker's complete, fail or release carries
+// the attempt's traceparent), the span is the request's child; otherwise
+// (a claim, the sweeper, a cancel) it hangs under the submission and
+// links to the request.
 func (s *Server) jobEvent(ctx context.Context, j *store.Job, name string) {
 	parent := propagation.TraceContext{}.Extract(context.WithoutCancel(ctx), propagation.MapCarrier(j.TraceContext))
-	if !trace.SpanContextFromContext(parent).IsValid() {
+	stored := trace.SpanContextFromContext(parent)
+	if !stored.IsValid() || trace.SpanContextFromContext(ctx).TraceID() == stored.TraceID() {
 		parent = ctx
 	}
 	attrs := []attribute.KeyValue{
@@ -39,7 +53,10 @@ func (s *Server) jobEvent(ctx context.Context, j *store.Job, name string) {
 	if j.Error != "" {
 		attrs = append(attrs, attribute.String("musetalk.job.error", j.Error))
 	}
-	_, span := s.tracer.Start(parent, name, trace.WithAttributes(attrs...),
-		trace.WithLinks(trace.LinkFromContext(ctx)))
+	opts := []trace.SpanStartOption{trace.WithAttributes(attrs...)}
+	if parent != ctx {
+		opts = append(opts, trace.WithLinks(trace.LinkFromContext(ctx)))
+	}
+	_, span := s.tracer.Start(parent, name, opts...)
 	span.End()
 }

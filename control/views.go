@@ -20,6 +20,7 @@ func jobView(j *store.Job, attempts []*store.Attempt) protocol.JobView {
 		AvatarID: j.AvatarID, Attempt: j.Attempt, WorkerID: j.WorkerID, Progress: j.Progress,
 		Interruptions: j.Interruptions, Failures: j.Failures, Error: j.Error, OutputKey: j.OutputKey,
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt, TraceContext: j.TraceContext,
+		TraceID: traceID(j.TraceContext),
 	}
 	if len(j.Params) > 0 {
 		// Params were validated and encoded by this package; a row that no

@@ -50,6 +50,7 @@ type JobView struct {
 	UpdatedAt        time.Time         `json:"updated_at"`
 	FinishedAt       *time.Time        `json:"finished_at,omitempty"`
 	TraceContext     map[string]string `json:"trace_context,omitempty"`
+	TraceID          string            `json:"trace_id,omitempty"` // the job's W3C trace id (32 hex digits), from TraceContext
 	Attempts         []AttemptView     `json:"attempts,omitempty"`
 	ResultPath       string            `json:"result_path,omitempty"` // GET this for the output once succeeded
 	ProgressFraction float64           `json:"progress_fraction,omitempty"`
