@@ -45,11 +45,37 @@ func (s *Server) streamObject(w http.ResponseWriter, r *http.Request, key, conte
 		w.Header().Set("Last-Modified", st.Modified.UTC().Format(http.TimeFormat))
 	}
 	w.WriteHeader(http.StatusOK)
-	if _, err := io.Copy(w, rc); err != nil {
+	cw := &clientWriter{w: w}
+	n, err := io.Copy(cw, rc)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil || cw.err != nil:
+		// The client hung up (finished with what it wanted, or cancelled):
+		// the request's context ends, so the store's reader stops with
+		// "context canceled", or the write to the gone connection fails.
+		// Not a fault of the control plane.
+		s.log.DebugContext(ctx, "object stream ended early: the client went away", "key", key,
+			"sent", n, "size", st.Size, "error", err)
+	default:
 		// The status is sent; all that is left is to log and cut the body short.
-		s.log.WarnContext(ctx, "streaming object failed", "key", key, "error", err)
+		s.log.WarnContext(ctx, "streaming object failed", "key", key, "sent", n, "size", st.Size, "error", err)
 	}
 	return nil
+}
+
+// clientWriter remembers the error of a write to the client, so that a
+// failed stream can tell the client's side from the store's.
+type clientWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (c *clientWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	return n, err
 }
 
 // handleBlobGet lets a worker without its own object-store credentials
