@@ -28,9 +28,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -124,19 +126,9 @@ func Build(ctx context.Context, opts Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	var debs []*Deb
-	for _, p := range opts.Lock.Packages {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		d, err := readDebFile(files[p.Name])
-		if err != nil {
-			return nil, err
-		}
-		if d.Package != p.Name || d.Version != p.Version {
-			return nil, fmt.Errorf("%s holds %s %s, not %s %s", files[p.Name], d.Package, d.Version, p.Name, p.Version)
-		}
-		debs = append(debs, d)
+	debs, err := readDebs(ctx, opts.Lock.Packages, files)
+	if err != nil {
+		return nil, err
 	}
 	logf("read %d packages", len(debs))
 	root, err := RootFS(debs, opts.Lock.Drop)
@@ -176,19 +168,22 @@ func Build(ctx context.Context, opts Options) (*Image, error) {
 	if level == 0 {
 		level = gzip.DefaultCompression
 	}
+	// The two layers are compressed side by side.
+	var binLayer *fileLayer
+	binErr := make(chan error, 1)
+	go func() {
+		var err error
+		binLayer, err = writeLayer(dir, bins, LayerTime, level)
+		binErr <- err
+	}()
 	rootLayer, err := writeLayer(dir, root, LayerTime, level)
+	if bErr := <-binErr; err == nil && bErr != nil {
+		return nil, fmt.Errorf("writing the binaries' layer: %w", bErr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("writing the packages' layer: %w", err)
 	}
-	logf("packages' layer: %d entries, %s compressed", root.Len(), size(rootLayer.size))
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	binLayer, err := writeLayer(dir, bins, LayerTime, level)
-	if err != nil {
-		return nil, fmt.Errorf("writing the binaries' layer: %w", err)
-	}
-	logf("binaries' layer: %s compressed", size(binLayer.size))
+	logf("packages' layer: %d entries, %s compressed; binaries' layer: %s compressed", root.Len(), size(rootLayer.size), size(binLayer.size))
 
 	created := opts.Created
 	if created.IsZero() {
@@ -339,6 +334,44 @@ func WithWeights(ctx context.Context, base v1.Image, dir string, level int, temp
 		return nil, err
 	}
 	return &Image{Image: img, dir: tmp}, nil
+}
+
+// readDebs reads the locked packages from their files (by name) on every
+// CPU (xz decompression is most of a build's time), in the lock's order.
+func readDebs(ctx context.Context, pkgs []LockedPackage, files map[string]string) ([]*Deb, error) {
+	debs := make([]*Deb, len(pkgs))
+	errs := make([]error, len(pkgs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				p := pkgs[i]
+				d, err := readDebFile(files[p.Name])
+				if err == nil && (d.Package != p.Name || d.Version != p.Version) {
+					err = fmt.Errorf("%s holds %s %s, not %s %s", files[p.Name], d.Package, d.Version, p.Name, p.Version)
+				}
+				debs[i], errs[i] = d, err
+			}
+		}()
+	}
+	for i := range pkgs {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return debs, nil
 }
 
 func readDebFile(name string) (*Deb, error) {
