@@ -35,8 +35,8 @@ func (w *Worker) runAttempt(runCtx, lifeCtx context.Context, a *protocol.Assignm
 	jobCtx = propagation.TraceContext{}.Extract(jobCtx, propagation.MapCarrier(a.TraceContext))
 	jobCtx, span := w.tracer.Start(jobCtx, "worker.attempt", trace.WithTimestamp(claimStart),
 		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
-			attribute.String("job.id", a.JobID), attribute.Int("job.attempt", a.Attempt),
-			attribute.String("worker.id", w.cfg.WorkerID), attribute.String("job.engine", a.Params.Engine)))
+			attribute.String("musetalk.job.id", a.JobID), attribute.Int("musetalk.attempt", a.Attempt),
+			attribute.String("musetalk.worker.id", w.cfg.WorkerID), attribute.String("musetalk.engine", a.Params.Engine)))
 	defer span.End()
 	_, cs := w.tracer.Start(jobCtx, "claim", trace.WithTimestamp(claimStart))
 	cs.End(trace.WithTimestamp(claimEnd))
@@ -196,8 +196,12 @@ func (w *Worker) execute(ctx context.Context, att *attempt, dir string) error {
 		AvatarPath: filepath.Join(dir, "avatar"+extOf(a.Inputs.AvatarKey)),
 		AudioPath:  filepath.Join(dir, "audio"+extOf(a.Inputs.AudioKey)),
 		OutputPath: filepath.Join(dir, "output.mp4"),
+		StageTime: func(stage string, d time.Duration) {
+			w.met.stageTime(ctx, name, stage, d)
+		},
 	}
 
+	step := time.Now()
 	dctx, span := w.tracer.Start(ctx, "download")
 	err := w.download(dctx, a.Inputs.AvatarKey, job.AvatarPath)
 	if err == nil {
@@ -207,17 +211,24 @@ func (w *Worker) execute(ctx context.Context, att *attempt, dir string) error {
 	if err != nil {
 		return err
 	}
+	w.met.stageTime(ctx, name, "download", time.Since(step))
 
-	ectx, span := w.tracer.Start(ctx, "engine", trace.WithAttributes(attribute.String("engine", name)))
+	step = time.Now()
+	ectx, span := w.tracer.Start(ctx, "engine", trace.WithAttributes(attribute.String("musetalk.engine", name)))
 	err = w.runEngine(ectx, eng, job, att, span)
 	endSpan(span, err)
 	if err != nil {
 		return err
 	}
+	w.met.engineDone(ctx, name, att.frames(&w.mu), time.Since(step))
 
-	uctx, span := w.tracer.Start(ctx, "upload", trace.WithAttributes(attribute.String("key", a.OutputKey)))
+	step = time.Now()
+	uctx, span := w.tracer.Start(ctx, "upload", trace.WithAttributes(attribute.String("musetalk.output_key", a.OutputKey)))
 	err = w.upload(uctx, job.OutputPath, a.OutputKey)
 	endSpan(span, err)
+	if err == nil {
+		w.met.stageTime(ctx, name, "upload", time.Since(step))
+	}
 	return err
 }
 
@@ -349,7 +360,7 @@ func (w *Worker) onProgress(att *attempt, span trace.Span, p protocol.Progress) 
 	att.progress = &p
 	w.mu.Unlock()
 	if prev == nil || prev.Stage != p.Stage {
-		span.AddEvent("stage", trace.WithAttributes(attribute.String("stage", p.Stage)))
+		span.AddEvent("stage", trace.WithAttributes(attribute.String("musetalk.stage", p.Stage)))
 	}
 	nudge(att.nudge)
 }
@@ -374,7 +385,7 @@ func (w *Worker) reportProgress(ctx context.Context, att *attempt, log *slog.Log
 		if p == nil || (sent && *p == last) {
 			return
 		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.HeartbeatTimeout)
+		fctx, cancel := context.WithTimeout(trace.ContextWithSpanContext(context.WithoutCancel(ctx), trace.SpanContext{}), w.cfg.HeartbeatTimeout)
 		defer cancel()
 		if err := w.client.progress(fctx, att.a.JobID, &protocol.ProgressRequest{Attempt: att.a.Attempt, Token: att.a.Token, Progress: *p}); err != nil {
 			log.Debug("final progress post failed", "err", err)
@@ -392,7 +403,9 @@ func (w *Worker) reportProgress(ctx context.Context, att *attempt, log *slog.Log
 		if p == nil || (sent && *p == last) {
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, w.cfg.HeartbeatTimeout)
+		// Progress posts are periodic bookkeeping, like heartbeats: they
+		// stay out of the job's trace (the attempt span has stage events).
+		pctx, cancel := context.WithTimeout(trace.ContextWithSpanContext(ctx, trace.SpanContext{}), w.cfg.HeartbeatTimeout)
 		err := w.client.progress(pctx, att.a.JobID, &protocol.ProgressRequest{Attempt: att.a.Attempt, Token: att.a.Token, Progress: *p})
 		cancel()
 		if errors.Is(err, errAttemptGone) {

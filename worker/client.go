@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/avatargen/musetalk/protocol"
 )
 
@@ -92,6 +94,9 @@ func (c *client) post(ctx context.Context, op, path string, body, out any) (bool
 	}
 	req.Header.Set("Authorization", "Bearer "+c.apiKey)
 	req.Header.Set("Content-Type", "application/json")
+	// The attempt's calls (complete, fail, release) continue its trace on
+	// the control plane; heartbeats and claims carry no span.
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		var ue *url.Error

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/avatargen/musetalk/blob"
@@ -95,6 +96,10 @@ type Config struct {
 	Logger *slog.Logger
 	// TracerProvider receives one trace per attempt; nil disables tracing.
 	TracerProvider trace.TracerProvider
+	// MeterProvider receives the worker's metrics (stage times, frames,
+	// GPU memory: see MetricStageDuration and the others); nil disables
+	// them.
+	MeterProvider metric.MeterProvider
 }
 
 // HasB2 reports whether the B2 variables are set (Validate checks they are

@@ -59,6 +59,7 @@ type Worker struct {
 	cfg     Config
 	log     *slog.Logger
 	tracer  trace.Tracer
+	met     *workerMetrics
 	client  *client
 	engines map[string]engine.Engine
 	dir     string // this worker's directory under WorkDir
@@ -157,10 +158,15 @@ func New(cfg Config) (*Worker, error) {
 	if tp == nil {
 		tp = noop.NewTracerProvider()
 	}
+	met, err := newWorkerMetrics(cfg.MeterProvider, cfg.Engines)
+	if err != nil {
+		return nil, fmt.Errorf("worker: metrics: %w", err)
+	}
 	w := &Worker{
 		cfg:       cfg,
 		log:       cfg.Logger.With("worker_id", cfg.WorkerID),
 		tracer:    tp.Tracer(tracerName),
+		met:       met,
 		client:    newClient(cfg.OrchestratorBaseURL, cfg.InternalAPIKey.Reveal(), cfg.WorkerID, cfg.HTTPClient),
 		engines:   engines,
 		dir:       filepath.Join(cfg.WorkDir, cfg.WorkerID),

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/avatargen/musetalk/blob"
 	"github.com/avatargen/musetalk/protocol"
 )
@@ -92,6 +94,8 @@ func (s *Store) do(ctx context.Context, method, key string, body io.Reader, size
 		return nil, fmt.Errorf("controlblob: %s %s: %w", strings.ToLower(method), key, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+s.apiKey)
+	// A download or upload of an attempt continues its trace.
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	if body != nil {
 		req.ContentLength = size
 		req.Header.Set("Content-Type", "application/octet-stream")

@@ -6,6 +6,7 @@ package engine
 
 import (
 	"context"
+	"time"
 
 	"github.com/avatargen/musetalk/protocol"
 )
@@ -50,6 +51,23 @@ type Job struct {
 	OutputPath string // where Run writes the MP4
 	WorkDir    string // scratch directory for this attempt, removed afterwards
 	Params     protocol.JobParams
+	// StageTime, when not nil, receives the time Run spent in each of the
+	// engine's stages, once it has succeeded (the worker records it as a
+	// metric). Stages are the engine's own (MuseTalk: load, prepare,
+	// features, unet, vae_decode, blend, encode); where they overlap (the
+	// networks run while earlier frames are blended and encoded) each is
+	// that stage's busy time, and together they may exceed the run.
+	StageTime func(stage string, d time.Duration)
+}
+
+// DeviceMemoryReporter is implemented by engines that can say how much
+// device (GPU) memory they hold; the worker exports it as a metric.
+type DeviceMemoryReporter interface {
+	// DeviceMemory returns the bytes the engine's device allocator holds
+	// for live tensors (inUse) and freed ones kept for reuse (pooled); ok
+	// is false while the engine has no device memory to report (not
+	// started yet, or running on the CPU).
+	DeviceMemory() (inUse, pooled int64, ok bool)
 }
 
 // ProgressFunc receives an engine's progress. FramesDone only grows within
