@@ -49,11 +49,15 @@ type Backend struct {
 	pool   map[int][]DevPtr // free allocations by size
 	pooled int64            // bytes in pool
 	held   map[DevPtr]int   // every allocation held, in use or pooled, with its size
+	heldB  int64            // bytes in held
 	err    error            // the first error any call raised; sticky
 	closed bool
 }
 
-var _ kernels.Backend = (*Backend)(nil)
+var (
+	_ kernels.Backend              = (*Backend)(nil)
+	_ kernels.DeviceMemoryReporter = (*Backend)(nil)
+)
 
 // New returns a backend on d, which it owns from then on: Close closes it.
 func New(d Driver, opts Options) (*Backend, error) {
@@ -126,7 +130,7 @@ func (b *Backend) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	b.held, b.pool, b.pooled = nil, nil, 0
+	b.held, b.pool, b.pooled, b.heldB = nil, nil, 0, 0
 	if err := b.d.Close(); err != nil {
 		errs = append(errs, err)
 	}

@@ -97,6 +97,28 @@ func TestPoolReuse(t *testing.T) {
 	}
 }
 
+// TestDeviceMemory follows the allocator's bytes through Alloc, Free,
+// the pool bound and ReleasePool.
+func TestDeviceMemory(t *testing.T) {
+	b, _ := newSpy(t, cuda.Options{MaxPoolBytes: 2048})
+	want := func(inUse, pooled int64) {
+		t.Helper()
+		if u, p := b.DeviceMemory(); u != inUse || p != pooled {
+			t.Errorf("DeviceMemory() = %d in use, %d pooled; want %d, %d", u, p, inUse, pooled)
+		}
+	}
+	want(0, 0)
+	x, y, z := b.Alloc(200), b.Alloc(200), b.Alloc(400) // 1024, 1024, 1792 bytes after rounding
+	want(3840, 0)
+	b.Free(x)
+	b.Free(y)
+	want(1792, 2048)
+	b.Free(z) // beyond the pool's bound: back to the driver
+	want(0, 2048)
+	b.ReleasePool()
+	want(0, 0)
+}
+
 func TestMaxPoolBytes(t *testing.T) {
 	b, spy := newSpy(t, cuda.Options{MaxPoolBytes: 1024})
 	x, y := b.Alloc(200), b.Alloc(200) // 1024 bytes each after rounding

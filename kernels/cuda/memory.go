@@ -54,6 +54,7 @@ func (b *Backend) get(size int, shape []int) DevPtr {
 	}
 	check(err == nil, "Alloc", "shape %v: %v", shape, err)
 	b.held[p] = size
+	b.heldB += int64(size)
 	return p
 }
 
@@ -69,6 +70,7 @@ func (b *Backend) Free(t *kernels.Tensor) {
 	buf.freed = true
 	if b.maxPool > 0 && b.pooled+int64(buf.bytes) > b.maxPool {
 		delete(b.held, buf.ptr)
+		b.heldB -= int64(buf.bytes)
 		b.record("Free", b.d.Free(buf.ptr))
 		return
 	}
@@ -83,10 +85,20 @@ func (b *Backend) ReleasePool() {
 	b.releasePool()
 }
 
+// DeviceMemory reports the device memory the allocator holds: for live
+// tensors (weights included) and in the pool; see
+// [kernels.DeviceMemoryReporter].
+func (b *Backend) DeviceMemory() (inUse, pooled int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.heldB - b.pooled, b.pooled
+}
+
 // releasePool empties the pool; the caller holds b.mu.
 func (b *Backend) releasePool() {
 	for _, l := range b.pool {
 		for _, p := range l {
+			b.heldB -= int64(b.held[p])
 			delete(b.held, p)
 			b.record("ReleasePool", b.d.Free(p))
 		}
