@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/avatargen/musetalk/internal/outfile"
+	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/protocol"
 	"github.com/avatargen/musetalk/worker/engine"
 )
@@ -53,9 +55,31 @@ type Engine struct {
 }
 
 var (
-	_ engine.Engine       = (*Engine)(nil)
-	_ engine.AvatarCacher = (*Engine)(nil)
+	_ engine.Engine               = (*Engine)(nil)
+	_ engine.AvatarCacher         = (*Engine)(nil)
+	_ engine.DeviceMemoryReporter = (*Engine)(nil)
 )
+
+// DeviceMemory reports what the backend's allocator holds on the device
+// when the backend reports it (kernels.DeviceMemoryReporter: the CUDA
+// backend); ok is false on the CPU and before the backend has started.
+// It never waits for a backend that is starting.
+func (e *Engine) DeviceMemory() (inUse, pooled int64, ok bool) {
+	if !e.mu.TryLock() { // the Renderer is being made (or the avatar ids saved)
+		return 0, 0, false
+	}
+	r := e.r
+	e.mu.Unlock()
+	if r == nil {
+		return 0, 0, false
+	}
+	m, ok := r.backend.(kernels.DeviceMemoryReporter)
+	if !ok {
+		return 0, 0, false
+	}
+	inUse, pooled = m.DeviceMemory()
+	return inUse, pooled, true
+}
 
 // NewEngine returns the engine; it opens nothing until Check or Run.
 func NewEngine(opts EngineOptions) *Engine {
@@ -154,7 +178,8 @@ func (e *Engine) Run(ctx context.Context, job *engine.Job, progress engine.Progr
 	if err != nil {
 		return fmt.Errorf("musetalk engine: %w", err)
 	}
-	res, err := r.render(ctx, Request{AvatarPath: job.AvatarPath, AudioPath: job.AudioPath, OutPath: job.OutputPath, Params: job.Params}, progress)
+	st := new(Stats)
+	res, err := r.render(ctx, Request{AvatarPath: job.AvatarPath, AudioPath: job.AudioPath, OutPath: job.OutputPath, Params: job.Params, Stats: st}, progress)
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -167,6 +192,19 @@ func (e *Engine) Run(ctx context.Context, job *engine.Job, progress engine.Progr
 			return engine.Retryable(err)
 		}
 		return err
+	}
+	if job.StageTime != nil {
+		for _, s := range []struct {
+			name string
+			d    time.Duration
+		}{
+			{SpanLoad, st.Load}, {SpanPrepare, st.Prepare}, {SpanFeatures, st.Features}, {SpanUNet, st.UNet},
+			{SpanVAEDecode, st.VAEDecode}, {SpanBlend, st.Blend}, {SpanEncode, st.Encode},
+		} {
+			if s.d > 0 || s.name != SpanLoad { // the networks load once per version
+				job.StageTime(s.name, s.d)
+			}
+		}
 	}
 	if job.AvatarID != "" {
 		e.mu.Lock()

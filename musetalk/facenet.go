@@ -6,6 +6,8 @@ import (
 	"math"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/musetalk/model"
@@ -52,30 +54,16 @@ func (m *modelNet) latentLen() int { return m.inC * m.latent * m.latent }
 
 func (m *modelNet) close() { m.pe.Close() }
 
-// generate implements faceNet. It checks ctx between the two networks.
+// generate implements faceNet. It checks ctx between the two networks,
+// each of which runs in its own span (unet, vae_decode).
 func (m *modelNet) generate(ctx context.Context, latents, prompts []float32, n int, st *Stats) ([]*media.Image8, error) {
 	t0 := time.Now()
 	if len(latents) != n*m.latentLen() || len(prompts) != n*m.tokens*m.dim {
 		return nil, fmt.Errorf("batch of %d: %d latent and %d prompt values", n, len(latents), len(prompts))
 	}
-	x := kernels.Upload(m.b, latents, n, m.inC, m.latent, m.latent)
-	cond := kernels.Upload(m.b, prompts, n, m.tokens, m.dim)
-	err := m.pe.Apply(cond, cond)
-	var pred *kernels.Tensor
-	if err == nil {
-		pred, err = m.unet.Forward(x, []float32{0}, cond)
-	}
-	m.b.Free(x)
-	m.b.Free(cond)
+	z, shape, err := m.unetPass(ctx, latents, prompts, n)
 	if err != nil {
-		return nil, fmt.Errorf("UNet: %w", err)
-	}
-	z := make([]float32, pred.Len())
-	err = m.b.Download(z, pred)
-	shape := pred.Shape()
-	m.b.Free(pred)
-	if err != nil {
-		return nil, fmt.Errorf("UNet: %w", err)
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
@@ -83,6 +71,40 @@ func (m *modelNet) generate(ctx context.Context, latents, prompts []float32, n i
 	t1 := time.Now()
 	st.UNet += t1.Sub(t0)
 	defer func() { st.VAEDecode += time.Since(t1) }()
+	return m.vaePass(ctx, z, shape)
+}
+
+// unetPass runs the UNet on a batch and returns its prediction on the
+// host, with its shape.
+func (m *modelNet) unetPass(ctx context.Context, latents, prompts []float32, n int) (z []float32, shape []int, err error) {
+	_, span := startSpan(ctx, SpanUNet, attribute.Int("musetalk.batch.frames", n))
+	defer func() { endSpan(span, err) }()
+	x := kernels.Upload(m.b, latents, n, m.inC, m.latent, m.latent)
+	cond := kernels.Upload(m.b, prompts, n, m.tokens, m.dim)
+	err = m.pe.Apply(cond, cond)
+	var pred *kernels.Tensor
+	if err == nil {
+		pred, err = m.unet.Forward(x, []float32{0}, cond)
+	}
+	m.b.Free(x)
+	m.b.Free(cond)
+	if err != nil {
+		return nil, nil, fmt.Errorf("UNet: %w", err)
+	}
+	z = make([]float32, pred.Len())
+	err = m.b.Download(z, pred)
+	shape = pred.Shape()
+	m.b.Free(pred)
+	if err != nil {
+		return nil, nil, fmt.Errorf("UNet: %w", err)
+	}
+	return z, shape, nil
+}
+
+// vaePass decodes the UNet's prediction z into BGR faces.
+func (m *modelNet) vaePass(ctx context.Context, z []float32, shape []int) (faces []*media.Image8, err error) {
+	_, span := startSpan(ctx, SpanVAEDecode, attribute.Int("musetalk.batch.frames", shape[0]))
+	defer func() { endSpan(span, err) }()
 	for i := range z {
 		z[i] *= m.invScal
 	}

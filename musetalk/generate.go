@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/avatargen/musetalk/media"
 )
 
@@ -166,34 +168,46 @@ func (g *generation) composite(ctx context.Context, batches <-chan genBatch) err
 		if err := ctx.Err(); err != nil {
 			return context.Cause(ctx)
 		}
-		for j, face := range b.faces {
-			i := b.start + j
-			k := cycleIndex(i, len(g.src))
-			if k != cacheIdx {
-				img, err := g.pixels(k)
-				if err != nil {
-					return fmt.Errorf("reading avatar frame %d: %w", k, err)
-				}
-				cacheIdx, cached = k, img
-			}
-			t0 := time.Now()
-			out, err := composeFrame(cached, &g.src[k], face)
-			if err != nil {
-				return fmt.Errorf("output frame %d (avatar frame %d): %w", i, k, err)
-			}
-			t1 := time.Now()
-			err = g.sink.WriteFrame(out.Pix)
-			g.stats.Blend += t1.Sub(t0)
-			g.stats.Encode += time.Since(t1)
-			if err != nil {
-				return fmt.Errorf("encoding frame %d: %w", i, err)
-			}
-			written++
+		if err := g.compositeBatch(ctx, b, &written, &cacheIdx, &cached); err != nil {
+			return err
 		}
 		if g.progress != nil {
 			g.progress(written)
 		}
 	}
+}
+
+// compositeBatch blends one batch's faces into their frames and writes
+// them to the sink, in its own span (blend: resizing, blending and the
+// writes to the encoder).
+func (g *generation) compositeBatch(ctx context.Context, b genBatch, written, cacheIdx *int, cached **media.Image8) (err error) {
+	_, span := startSpan(ctx, SpanBlend, attribute.Int("musetalk.batch.start", b.start), attribute.Int("musetalk.batch.frames", len(b.faces)))
+	defer func() { endSpan(span, err) }()
+	for j, face := range b.faces {
+		i := b.start + j
+		k := cycleIndex(i, len(g.src))
+		if k != *cacheIdx {
+			img, err := g.pixels(k)
+			if err != nil {
+				return fmt.Errorf("reading avatar frame %d: %w", k, err)
+			}
+			*cacheIdx, *cached = k, img
+		}
+		t0 := time.Now()
+		out, err := composeFrame(*cached, &g.src[k], face)
+		if err != nil {
+			return fmt.Errorf("output frame %d (avatar frame %d): %w", i, k, err)
+		}
+		t1 := time.Now()
+		err = g.sink.WriteFrame(out.Pix)
+		g.stats.Blend += t1.Sub(t0)
+		g.stats.Encode += time.Since(t1)
+		if err != nil {
+			return fmt.Errorf("encoding frame %d: %w", i, err)
+		}
+		*written++
+	}
+	return nil
 }
 
 // generateBatch runs the networks on the face frames among output frames

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/avatargen/musetalk/internal/outfile"
 	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/musetalk/avatar"
@@ -147,17 +149,23 @@ func (r *Renderer) render(ctx context.Context, req Request, progress func(protoc
 		mark = now
 	}
 	progress(protocol.Progress{Stage: StageLoad})
-	nets, err := r.load(ctx, pl.version)
+	sctx, span := startSpan(ctx, SpanLoad, attribute.String("musetalk.version", pl.version))
+	nets, err := r.load(sctx, pl.version)
+	endSpan(span, err)
 	if err != nil {
 		return nil, err
 	}
 	lap(&st.Load)
-	samples, err := r.opts.FFmpeg.DecodeAudio(ctx, req.AudioPath)
+	sctx, span = startSpan(ctx, SpanDecodeAudio)
+	samples, err := r.opts.FFmpeg.DecodeAudio(sctx, req.AudioPath)
 	if err != nil {
-		return nil, probeError(ctx, "audio", req.AudioPath, err)
+		err = probeError(ctx, "audio", req.AudioPath, err)
+	} else if len(samples) == 0 {
+		err = inputErrorf("audio", "%s holds no sound", filepath.Base(req.AudioPath))
 	}
-	if len(samples) == 0 {
-		return nil, inputErrorf("audio", "%s holds no sound", filepath.Base(req.AudioPath))
+	endSpan(span, err)
+	if err != nil {
+		return nil, err
 	}
 	lap(&st.Features)
 
@@ -167,7 +175,8 @@ func (r *Renderer) render(ctx context.Context, req Request, progress func(protoc
 	}
 	progress(protocol.Progress{Stage: StagePrepare})
 	prepDone := 0
-	av, cached, err := r.cache.Get(ctx, key, req.AvatarPath, pl.opt, avatar.Networks{
+	sctx, span = startSpan(ctx, SpanPrepare, attribute.String("musetalk.avatar.key", key))
+	av, cached, err := r.cache.Get(sctx, key, req.AvatarPath, pl.opt, avatar.Networks{
 		Backend: r.backend, VAE: nets.m.VAE, Detector: nets.detector, Parser: nets.parser, FFmpeg: &r.opts.FFmpeg, Logger: r.log,
 	}, func(done, total int) {
 		if done > prepDone {
@@ -176,8 +185,12 @@ func (r *Renderer) render(ctx context.Context, req Request, progress func(protoc
 		}
 	})
 	if err != nil {
-		return nil, avatarError(ctx, err)
+		err = avatarError(ctx, err)
+		endSpan(span, err)
+		return nil, err
 	}
+	span.SetAttributes(attribute.Bool("musetalk.avatar.cached", cached), attribute.Int("musetalk.avatar.frames", len(av.Frames)))
+	span.End()
 	defer av.Close()
 	if !cached {
 		// Preparation's activations (VAE encoder, BiSeNet) have sizes
@@ -211,10 +224,12 @@ func (r *Renderer) render(ctx context.Context, req Request, progress func(protoc
 		return nil, err
 	}
 	progress(protocol.Progress{Stage: StageFeatures, FramesTotal: total})
-	feats, err := computeFeatures(ctx, nets.m.Whisper, nets.logMel, samples, fps, func(done, segs int) {
+	sctx, span = startSpan(ctx, SpanFeatures, attribute.Int("musetalk.frames", total))
+	feats, err := computeFeatures(sctx, nets.m.Whisper, nets.logMel, samples, fps, func(done, segs int) {
 		progress(protocol.Progress{Stage: StageFeatures, FramesDone: total * done / segs, FramesTotal: total})
 	})
 	samples = nil
+	endSpan(span, err)
 	if err != nil {
 		return nil, err
 	}
@@ -267,6 +282,7 @@ func (r *Renderer) generateVideo(ctx context.Context, pl *plan, av *avatar.Avata
 		src[i] = sourceFrame{hasFace: f.HasFace, face: f.Face, crop: f.Crop, latent: f.Latent, mask: f.Mask}
 	}
 	progress(protocol.Progress{Stage: StageGenerate, FramesTotal: feats.frames})
+	gctx, span := startSpan(ctx, SpanGenerate, attribute.Int("musetalk.frames", feats.frames), attribute.Int("musetalk.batch_size", pl.batch))
 	g := &generation{
 		src: src, pixels: av.FrameBGR, audio: feats, net: nets.net, sink: enc,
 		frames: feats.frames, batch: pl.batch, stats: st,
@@ -274,24 +290,38 @@ func (r *Renderer) generateVideo(ctx context.Context, pl *plan, av *avatar.Avata
 			progress(protocol.Progress{Stage: StageGenerate, FramesDone: done, FramesTotal: feats.frames})
 		},
 	}
-	if err := g.run(ctx); err != nil {
+	err = g.run(gctx)
+	span.SetAttributes(attribute.Int("musetalk.face_frames", st.FaceFrames),
+		// Busy time of each stage over all batches (they overlap).
+		attribute.Float64("musetalk.unet.seconds", st.UNet.Seconds()),
+		attribute.Float64("musetalk.vae_decode.seconds", st.VAEDecode.Seconds()),
+		attribute.Float64("musetalk.blend.seconds", st.Blend.Seconds()))
+	endSpan(span, err)
+	if err != nil {
 		enc.Abort()
 		os.Remove(tmpPath)
 		return err
 	}
+	_, span = startSpan(ctx, SpanEncode)
 	flush := time.Now()
 	err = enc.Close()
 	st.Encode += time.Since(flush)
 	if err != nil {
 		os.Remove(tmpPath)
 		if ctx.Err() != nil {
-			return context.Cause(ctx)
+			err = context.Cause(ctx)
+		} else {
+			err = fmt.Errorf("encoding the video: %w", err)
 		}
-		return fmt.Errorf("encoding the video: %w", err)
-	}
-	if err := os.Rename(tmpPath, out); err != nil {
+	} else if err = os.Rename(tmpPath, out); err != nil {
 		os.Remove(tmpPath)
-		return fmt.Errorf("writing the output: %w", err)
+		err = fmt.Errorf("writing the output: %w", err)
+	}
+	// The encoder's busy time includes the frame writes during generate.
+	span.SetAttributes(attribute.Float64("musetalk.encode.seconds", st.Encode.Seconds()))
+	endSpan(span, err)
+	if err != nil {
+		return err
 	}
 	progress(protocol.Progress{Stage: StageEncode, FramesDone: feats.frames, FramesTotal: feats.frames})
 	return nil
