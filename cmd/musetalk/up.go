@@ -215,11 +215,12 @@ func runUp(c *cli.Context) error {
 		return fmt.Errorf("opening the object directory: %w", err)
 	}
 	defer blobs.Close()
-	tr, err := telemetry.TracingFromEnv(ctx, os.Getenv, "musetalk-up", version)
+	tel, err := telemetry.FromEnv(ctx, os.Getenv, telemetry.Service{Name: "musetalk-up", Version: version, Instance: upWorkerID})
 	if err != nil {
 		return err
 	}
-	defer tr.Shutdown(context.WithoutCancel(ctx))
+	defer tel.Shutdown(context.WithoutCancel(ctx))
+	tr := tel.Tracing
 
 	engines := c.StringSlice("engine")
 	wcfg := worker.Config{
@@ -235,6 +236,7 @@ func runUp(c *cli.Context) error {
 		Version:        version,
 		Logger:         workerLog,
 		TracerProvider: tr.Provider,
+		MeterProvider:  tel.Metrics.Provider,
 	}
 	if wcfg.WorkDir == "" {
 		wcfg.WorkDir = filepath.Join(dataDir, "work")

@@ -128,12 +128,15 @@ func runWorker(c *cli.Context) error {
 		}
 		cfg.Engines = append(cfg.Engines, e)
 	}
-	tr, err := telemetry.TracingFromEnv(ctx, os.Getenv, "musetalk-worker", version)
+	// The worker's id is its service.instance.id: the fleet's metrics
+	// and traces say which worker they came from.
+	tel, err := telemetry.FromEnv(ctx, os.Getenv, telemetry.Service{Name: "musetalk-worker", Version: version, Instance: cfg.WorkerID})
 	if err != nil {
 		return err
 	}
-	defer tr.Shutdown(context.WithoutCancel(ctx))
-	cfg.TracerProvider = tr.Provider
+	defer tel.Shutdown(context.WithoutCancel(ctx))
+	cfg.TracerProvider = tel.Tracing.Provider
+	cfg.MeterProvider = tel.Metrics.Provider
 
 	w, err := worker.New(cfg)
 	if err != nil {
