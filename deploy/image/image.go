@@ -43,8 +43,13 @@ import (
 
 const (
 	// DefaultRepository is the image the deploy files run (Salad's
-	// container group, Vast's on-start line).
+	// container group, Vast's on-start line): the image with the weights
+	// (WithWeights), since a worker without them claims nothing and a
+	// Salad container has no volume to mount them from.
 	DefaultRepository = "explaindio/musetalk-worker:unified-v2"
+	// BaseRepository is the image without weights (Build), for hosts
+	// that mount a weight directory at WeightsDir.
+	BaseRepository = "explaindio/musetalk-worker:unified-v2-base"
 	// DefaultSource is the org.opencontainers.image.source label.
 	DefaultSource = "https://github.com/avatargen/musetalk"
 	// Port is the worker's /health port, exposed.

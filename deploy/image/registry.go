@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,12 +21,12 @@ import (
 )
 
 // WriteTarball writes img to file as a `docker save` tarball (what
-// `docker load` reads) tagged tag (DefaultRepository when empty). It
-// writes a temporary file beside file and renames it, so file is never
-// half written. The tag is not part of the image's digest.
+// `docker load` reads) tagged tag (BaseRepository when empty). It writes
+// a temporary file beside file and renames it, so file is never half
+// written. The tag is not part of the image's digest.
 func WriteTarball(img v1.Image, file, tag string) error {
 	if tag == "" {
-		tag = DefaultRepository
+		tag = BaseRepository
 	}
 	ref, err := name.NewTag(tag)
 	if err != nil {
@@ -58,6 +59,22 @@ func ReadTarball(file string) (v1.Image, error) {
 		return nil, fmt.Errorf("reading %s: %w", file, err)
 	}
 	return img, nil
+}
+
+// TarballTag returns the name a tarball that WriteTarball wrote carries
+// (what `docker load` tags the image), or "" when it has none.
+func TarballTag(file string) (string, error) {
+	m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(file) })
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", file, err)
+	}
+	if len(m) != 1 {
+		return "", fmt.Errorf("%s holds %d images, not one", file, len(m))
+	}
+	if len(m[0].RepoTags) == 0 {
+		return "", nil
+	}
+	return m[0].RepoTags[0], nil
 }
 
 // AuthError says that a registry refused the credentials of a push (or

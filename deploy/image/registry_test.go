@@ -71,6 +71,9 @@ func TestPushThenPull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if tag, err := TarballTag(file); err != nil || tag != BaseRepository {
+		t.Errorf("the tarball carries %q (%v), want %s", tag, err, BaseRepository)
+	}
 	host := testRegistry(t, "", "")
 	dockerConfig(t, "elsewhere.example", "u", "p")
 	repo := host + "/explaindio/musetalk-worker:unified-v2"

@@ -36,6 +36,8 @@ func main() {
 	}
 }
 
+var digestFileFlag = &cli.StringFlag{Name: "digest-file", Usage: "also write the image's digest to this file"}
+
 func newApp() *cli.App {
 	imageFlag := &cli.StringFlag{Name: "image", Usage: "the image tarball (docker save format)", Required: true, EnvVars: []string{"MUSETALK_IMAGE_TAR"}}
 	return &cli.App{
@@ -51,12 +53,13 @@ func newApp() *cli.App {
 					&cli.StringSliceFlag{Name: "deb", Usage: "a .deb file (repeatable; beside or instead of --debs-dir)"},
 					&cli.StringSliceFlag{Name: "bin", Usage: "NAME=PATH: a program for /usr/local/bin (musetalk=..., musetalk-cuda=...)", Required: true},
 					&cli.StringFlag{Name: "out", Usage: "the image tarball to write", Required: true},
-					&cli.StringFlag{Name: "tag", Usage: "the name docker load gives the image", Value: image.DefaultRepository},
+					&cli.StringFlag{Name: "tag", Usage: "the name docker load gives the image, and push's default", Value: image.BaseRepository},
 					&cli.Int64Flag{Name: "source-date-epoch", Usage: "the image's creation time, in seconds since 1970 (labels and config)", EnvVars: []string{"SOURCE_DATE_EPOCH"}},
 					&cli.StringFlag{Name: "version", Usage: "org.opencontainers.image.version label", EnvVars: []string{"MUSETALK_VERSION"}},
 					&cli.StringFlag{Name: "revision", Usage: "org.opencontainers.image.revision label (the commit)", EnvVars: []string{"MUSETALK_REVISION"}},
 					&cli.StringFlag{Name: "source", Usage: "org.opencontainers.image.source label", Value: image.DefaultSource},
 					&cli.IntFlag{Name: "level", Usage: "gzip level of the layers (1-9; 0: the default, 6)"},
+					digestFileFlag,
 				},
 				Action: build,
 			},
@@ -67,8 +70,9 @@ func newApp() *cli.App {
 					imageFlag,
 					&cli.StringFlag{Name: "weights", Usage: "the weight directory", Required: true},
 					&cli.StringFlag{Name: "out", Usage: "the image tarball to write", Required: true},
-					&cli.StringFlag{Name: "tag", Usage: "the name docker load gives the image", Value: image.DefaultRepository},
+					&cli.StringFlag{Name: "tag", Usage: "the name docker load gives the image, and push's default", Value: image.DefaultRepository},
 					&cli.IntFlag{Name: "level", Usage: "gzip level of the weights' layer (0: 1, fastest; weights barely compress)"},
+					digestFileFlag,
 				},
 				Action: withWeights,
 			},
@@ -78,7 +82,7 @@ func newApp() *cli.App {
 				ArgsUsage: " ",
 				Flags: []cli.Flag{
 					imageFlag,
-					&cli.StringFlag{Name: "repo", Usage: "NAME[:TAG] to push to", Value: image.DefaultRepository, EnvVars: []string{"MUSETALK_IMAGE"}},
+					&cli.StringFlag{Name: "repo", Usage: "NAME[:TAG] to push to (default: the name the tarball carries: " + image.DefaultRepository + " with weights, " + image.BaseRepository + " without)", EnvVars: []string{"MUSETALK_IMAGE"}},
 				},
 				Action: push,
 			},
@@ -165,10 +169,10 @@ func build(c *cli.Context) error {
 		return err
 	}
 	defer img.Close()
-	return write(img, c.String("out"), c.String("tag"))
+	return write(img, c.String("out"), c.String("tag"), c.String("digest-file"))
 }
 
-func write(img *image.Image, out, tag string) error {
+func write(img *image.Image, out, tag, digestFile string) error {
 	if err := image.WriteTarball(img, out, tag); err != nil {
 		return err
 	}
@@ -182,6 +186,9 @@ func write(img *image.Image, out, tag string) error {
 	}
 	logf("wrote %s (%.1f MB), tagged %s", out, float64(st.Size())/1e6, tag)
 	fmt.Println(d)
+	if digestFile != "" {
+		return os.WriteFile(digestFile, []byte(d.String()+"\n"), 0o644)
+	}
 	return nil
 }
 
@@ -195,7 +202,7 @@ func withWeights(c *cli.Context) error {
 		return err
 	}
 	defer img.Close()
-	return write(img, c.String("out"), c.String("tag"))
+	return write(img, c.String("out"), c.String("tag"), c.String("digest-file"))
 }
 
 func push(c *cli.Context) error {
@@ -203,11 +210,20 @@ func push(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ref, err := image.Push(c.Context, img, c.String("repo"), nil)
+	repo := c.String("repo")
+	if repo == "" {
+		if repo, err = image.TarballTag(c.String("image")); err != nil {
+			return err
+		}
+	}
+	if repo == "" {
+		repo = image.DefaultRepository
+	}
+	ref, err := image.Push(c.Context, img, repo, nil)
 	if err != nil {
 		return err
 	}
-	logf("pushed %s", c.String("repo"))
+	logf("pushed %s", repo)
 	fmt.Println(ref)
 	return nil
 }
