@@ -1,7 +1,6 @@
 package control
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -122,23 +121,10 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
-	info(ctx).jobID = id
-	job, err := s.store.JobCancel(ctx, id, s.now())
-	switch {
-	case isNotFound(err):
-		return notFound("job %q not found", id)
-	case errors.Is(err, store.ErrFinal):
-		state := "finished"
-		if j, gerr := s.store.JobGet(ctx, id); gerr == nil {
-			state = string(j.State)
-		}
-		return conflict("job %s is already %s and cannot be cancelled", id, state)
-	case err != nil:
-		return fmt.Errorf("cancelling job %s: %w", id, err)
+	job, err := s.cancelJob(r.Context(), id)
+	if err != nil {
+		return err
 	}
-	s.jobEvent(ctx, job, "job.cancelled")
-	s.log.InfoContext(ctx, "job cancelled", "job_id", id, "attempt", job.Attempt, "worker_id", job.WorkerID)
 	writeJSON(w, http.StatusOK, jobView(job, nil))
 	return nil
 }
@@ -205,16 +191,10 @@ func (s *Server) handleDrain(drain bool) handlerFunc {
 		if err != nil {
 			return err
 		}
-		ctx := r.Context()
-		info(ctx).workerID = id
-		wk, err := s.store.WorkerSetDrain(ctx, id, drain)
-		if isNotFound(err) {
-			return notFound("worker %q not found", id)
-		}
+		wk, err := s.setDrain(r.Context(), id, drain)
 		if err != nil {
-			return fmt.Errorf("setting drain of worker %s: %w", id, err)
+			return err
 		}
-		s.log.InfoContext(ctx, "worker drain request set", "worker_id", id, "drain", drain)
 		writeJSON(w, http.StatusOK, workerView(wk))
 		return nil
 	}

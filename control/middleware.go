@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/avatargen/musetalk/control/dashboard"
 	"github.com/avatargen/musetalk/protocol"
 )
 
@@ -67,7 +68,8 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 // succeeds: every worker calls these every few seconds.
 func quietRoute(route string) bool {
 	switch route {
-	case protocol.HeartbeatRoute, protocol.ClaimRoute, protocol.HealthzRoute, protocol.MetricsRoute:
+	case protocol.HeartbeatRoute, protocol.ClaimRoute, protocol.HealthzRoute, protocol.MetricsRoute,
+		dashboard.LiveRoute: // each open dashboard page polls it every 1.5 s
 		return true
 	}
 	return false

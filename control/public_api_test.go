@@ -291,6 +291,7 @@ func TestAuth(t *testing.T) {
 		{"GET", "/v1/workers"},
 		{"POST", protocol.Path(protocol.DrainWorkerRoute, "w1")},
 		{"POST", protocol.Path(protocol.UndrainWorkerRoute, "w1")},
+		{"POST", protocol.Path(protocol.RetryJobRoute, job.ID)},
 	}
 	check := func(method, path, key, authHeader string) {
 		t.Helper()

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/avatargen/musetalk/blob"
+	"github.com/avatargen/musetalk/control/dashboard"
 	"github.com/avatargen/musetalk/control/store"
 	"github.com/avatargen/musetalk/protocol"
 )
@@ -41,6 +42,7 @@ type Server struct {
 	metrics  *metrics
 	mux      *http.ServeMux
 	handler  http.Handler
+	dash     *dashboard.Dashboard
 
 	randMu sync.Mutex
 	rand   *rand.Rand
@@ -77,12 +79,18 @@ func New(cfg Config) (*Server, error) {
 		metrics:  m,
 		rand:     rand.New(src),
 	}
+	if s.dash, err = dashboard.New(dashboard.Config{
+		Store: cfg.Store, Operator: operator{s}, Keys: cfg.PublicAPIKeys,
+		HeartbeatInterval: cfg.HeartbeatInterval, Now: cfg.Now, Logger: cfg.Logger,
+	}); err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
 	s.routes()
 	return s, nil
 }
 
 // Handler returns the HTTP handler of every route: the public API, the
-// worker API, /healthz and /metrics.
+// worker API, the operator dashboard (/dashboard/), /healthz and /metrics.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() {
@@ -111,6 +119,12 @@ func (s *Server) routes() {
 	public(protocol.ListWorkersRoute, s.handleListWorkers)
 	public(protocol.DrainWorkerRoute, s.handleDrain(true))
 	public(protocol.UndrainWorkerRoute, s.handleDrain(false))
+	public(protocol.RetryJobRoute, s.handleRetry)
+
+	// The dashboard checks its own sessions (a cookie, not a bearer key).
+	mux.Handle(dashboard.LiveRoute, s.dash)
+	mux.Handle(dashboard.Prefix, s.dash)
+	mux.Handle("GET /dashboard", http.RedirectHandler(dashboard.Prefix, http.StatusSeeOther))
 
 	mux.Handle(protocol.HealthzRoute, serve(s.handleHealthz))
 	mux.Handle(protocol.MetricsRoute, serve(s.handleMetrics))

@@ -29,6 +29,8 @@ const (
 	// releases what it holds), or take the request back.
 	DrainWorkerRoute   = "POST /v1/workers/{id}/drain"
 	UndrainWorkerRoute = "POST /v1/workers/{id}/undrain"
+	// Operator route: queue a failed job again with fresh budgets.
+	RetryJobRoute = "POST /v1/jobs/{id}/retry"
 )
 
 // Path fills a route's {name} wildcards, in order, and drops the method.

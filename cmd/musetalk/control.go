@@ -98,7 +98,7 @@ func runControl(c *cli.Context) error {
 		return fmt.Errorf("listening on %s: %w", c.String("addr"), err)
 	}
 	log.Info("control plane listening", "addr", ln.Addr().String(), "db", where, "blobs", bwhere, "tracing", tr.Exporting)
-	return serveUntilDone(ctx, ln, srv.Handler(), srv.RunSweeper)
+	return serveUntilDone(ctx, ln, srv.Handler(), srv.RunSweeper, srv.RunDashboard)
 }
 
 // serveUntilDone serves h on ln and runs each background loop until ctx is

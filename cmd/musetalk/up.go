@@ -300,7 +300,7 @@ func runUp(c *cli.Context) error {
 	defer stopWorker()
 	served := make(chan error, 1)
 	go func() {
-		err := serveUntilDone(srvCtx, ln, srv.Handler(), srv.RunSweeper)
+		err := serveUntilDone(srvCtx, ln, srv.Handler(), srv.RunSweeper, srv.RunDashboard)
 		if srvCtx.Err() == nil {
 			stopWorker()
 			w.Stop()
