@@ -27,10 +27,18 @@ const (
 	KindS3FD Kind = "s3fd"
 	// KindBiSeNet is the face-parsing BiSeNet: names pass through.
 	KindBiSeNet Kind = "bisenet"
+	// KindDWPose is DWPose's RTMPose whole-body model (mmpose
+	// TopdownPoseEstimator, dw-ll_ucoco_384.pth): the state dict's
+	// "backbone.*" and "head.*" names pass through, BatchNorm buffers
+	// (running_mean, running_var, num_batches_tracked) included; anything
+	// else (mmengine loads the checkpoint non-strictly) is dropped.
+	KindDWPose Kind = "dwpose"
 )
 
 // Kinds lists the concrete kinds (all but [KindAuto]).
-func Kinds() []Kind { return []Kind{KindUNet, KindVAE, KindWhisper, KindS3FD, KindBiSeNet} }
+func Kinds() []Kind {
+	return []Kind{KindUNet, KindVAE, KindWhisper, KindS3FD, KindBiSeNet, KindDWPose}
+}
 
 // ParseKind accepts a kind name as given on a command line; "" means auto.
 func ParseKind(s string) (Kind, error) {
@@ -41,7 +49,7 @@ func ParseKind(s string) (Kind, error) {
 		}
 		return k, nil
 	}
-	return "", fmt.Errorf("unknown weights kind %q (want auto, unet, vae, whisper, s3fd or bisenet)", s)
+	return "", fmt.Errorf("unknown weights kind %q (want auto, unet, vae, whisper, s3fd, bisenet or dwpose)", s)
 }
 
 // DetectKind recognises a network from the names of its tensors, with or
@@ -62,6 +70,8 @@ func DetectKind(tensors []TensorInfo) (Kind, error) {
 		return KindS3FD, nil
 	case names["cp.resnet.conv1.weight"]:
 		return KindBiSeNet, nil
+	case names["backbone.stem.0.conv.weight"] && names["head.gau.uv.weight"]:
+		return KindDWPose, nil
 	}
 	var sample []string
 	for _, t := range tensors[:min(len(tensors), 5)] {
@@ -148,6 +158,11 @@ func mapping(src []TensorInfo, kind Kind) (_ Kind, out []mapped, dropped []strin
 				dropped = append(dropped, t.Name)
 				continue
 			}
+		case KindDWPose:
+			if !strings.HasPrefix(name, "backbone.") && !strings.HasPrefix(name, "head.") {
+				dropped = append(dropped, t.Name)
+				continue
+			}
 		}
 		if prev, dup := from[name]; dup {
 			return "", nil, nil, fmt.Errorf("tensors %q and %q both map to %q", prev, t.Name, name)
@@ -207,7 +222,8 @@ func OpenMapped(path string, kind Kind) (*MappedReader, error) {
 // Kind returns the network kind the names were mapped for.
 func (m *MappedReader) Kind() Kind { return m.kind }
 
-// Dropped lists the source tensors left out of the view (Whisper's decoder).
+// Dropped lists the source tensors left out of the view (Whisper's decoder,
+// whatever a DWPose checkpoint holds besides its backbone and head).
 func (m *MappedReader) Dropped() []string { return slices.Clone(m.dropped) }
 
 // Source returns the name the tensor has in the underlying file.

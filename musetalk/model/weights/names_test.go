@@ -210,6 +210,7 @@ func TestMapNamesPassThroughAndDetect(t *testing.T) {
 		{[]string{"conv1_1.weight", "fc7.weight", "conv3_3_norm.weight"}, KindS3FD},
 		{[]string{"cp.resnet.conv1.weight", "ffm.convblk.conv.weight"}, KindBiSeNet},
 		{[]string{"encoder.embed_positions.weight"}, KindWhisper},
+		{[]string{"backbone.stem.0.conv.weight", "head.gau.uv.weight", "head.cls_x.weight"}, KindDWPose},
 	} {
 		var infos []TensorInfo
 		for _, n := range tc.names {
@@ -223,13 +224,13 @@ func TestMapNamesPassThroughAndDetect(t *testing.T) {
 		t.Errorf("DetectKind of unknown names: %v", err)
 	}
 
-	for in, want := range map[string]Kind{"": KindAuto, "Auto": KindAuto, "vae": KindVAE, " whisper ": KindWhisper, "bisenet": KindBiSeNet} {
+	for in, want := range map[string]Kind{"": KindAuto, "Auto": KindAuto, "vae": KindVAE, " whisper ": KindWhisper, "bisenet": KindBiSeNet, "DWPose": KindDWPose} {
 		if k, err := ParseKind(in); k != want || err != nil {
 			t.Errorf("ParseKind(%q) = %s, %v", in, k, err)
 		}
 	}
-	if _, err := ParseKind("dwpose"); err == nil {
-		t.Error("ParseKind accepted dwpose")
+	if _, err := ParseKind("openpose"); err == nil {
+		t.Error("ParseKind accepted openpose")
 	}
 }
 
