@@ -22,7 +22,7 @@ type chartSeries struct {
 }
 
 const (
-	chartW, chartH = 720, 150
+	chartW, chartH = 600, 150
 	padL, padR     = 36, 8
 	padT, padB     = 8, 22
 )
@@ -136,7 +136,7 @@ func timeline(attempts []*store.Attempt, now time.Time) template.HTML {
 	if len(attempts) == 0 {
 		return ""
 	}
-	const rowH, labelW, w = 26, 150, 720
+	const rowH, labelW, w = 26, 170, 1200
 	start := attempts[0].StartedAt
 	end := now
 	if last := attempts[len(attempts)-1]; last.EndedAt != nil {

@@ -283,7 +283,7 @@ func (d *Dashboard) loadQueue(ctx context.Context) (*queueModel, error) {
 		return cmp.Or(cmp.Compare(b.Priority, a.Priority), a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
 	})
 	for i, j := range queued {
-		if i < 20 {
+		if i < 15 {
 			m.Waiting = append(m.Waiting, newJobRow(j, now))
 		}
 		if m.Oldest == nil || j.CreatedAt.Before(m.Oldest.CreatedAt) {
@@ -305,7 +305,7 @@ func (d *Dashboard) loadQueue(ctx context.Context) (*queueModel, error) {
 	for _, j := range failed {
 		m.Failed = append(m.Failed, newJobRow(j, now))
 	}
-	recent, err := d.store.JobList(ctx, &store.JobListParams{Limit: 15})
+	recent, err := d.store.JobList(ctx, &store.JobListParams{Limit: 10})
 	if err != nil {
 		return nil, fmt.Errorf("listing recent jobs: %w", err)
 	}
