@@ -12,6 +12,7 @@
 //	whisper/preprocessor_config.json                          audio encoder       (openai/whisper-tiny)
 //	face-parse-bisent/79999_iter.pth                          BiSeNet face parser (ManyOtherFunctions/face-parse-bisent)
 //	s3fd/s3fd-619a316812.pth                                  S3FD face detector  (face-alignment's release)
+//	dwpose/dw-ll_ucoco_384.pth                                DWPose landmarks    (yzd-v/DWPose)
 //
 // Every weight file may instead be a .safetensors file with the same base
 // name (musetalkV15/unet.safetensors), as `musetalk weights convert` and

@@ -70,7 +70,11 @@ const (
 	repoVAE      = "stabilityai/sd-vae-ft-mse"
 	repoWhisper  = "openai/whisper-tiny"
 	repoBiSeNet  = "ManyOtherFunctions/face-parse-bisent"
-	s3fdName     = "s3fd-619a316812.pth"
+	// repoDWPose is where MuseTalk's download_weights.sh gets DWPose:
+	// huggingface-cli download yzd-v/DWPose dw-ll_ucoco_384.pth, through
+	// HF_ENDPOINT like the other hub files.
+	repoDWPose = "yzd-v/DWPose"
+	s3fdName   = "s3fd-619a316812.pth"
 	// s3fdSHA256 and s3fdSize are the published checkpoint's digest and
 	// size, as several independent projects record them; the digest starts
 	// with the 619a316812 of the file's name (PyTorch hub's convention).
@@ -97,6 +101,7 @@ func Files(versions ...string) ([]File, error) {
 		{Path: "whisper/pytorch_model.bin", Kind: weights.KindWhisper, Weights: true, Repo: repoWhisper, RepoPath: "pytorch_model.bin"},
 		{Path: "s3fd/" + s3fdName, Kind: weights.KindS3FD, Weights: true, URL: DefaultS3FDURL, SHA256: s3fdSHA256, Size: s3fdSize},
 		{Path: "face-parse-bisent/79999_iter.pth", Kind: weights.KindBiSeNet, Weights: true, Repo: repoBiSeNet, RepoPath: "79999_iter.pth"},
+		{Path: "dwpose/dw-ll_ucoco_384.pth", Kind: weights.KindDWPose, Weights: true, Repo: repoDWPose, RepoPath: "dw-ll_ucoco_384.pth"},
 	}
 	seen := map[string]bool{}
 	for _, v := range versions {

@@ -119,9 +119,10 @@ type tinyNet struct {
 // WriteTiny writes a complete weight directory at dir (created if needed)
 // holding seeded random weights for every network in the official layout:
 // tiny but valid UNets for both versions, VAE and Whisper encoder (configs
-// included) and the full-structure S3FD and BiSeNet, whose shapes their
-// checkpoints fix. Weight files are safetensors (F16 for S3FD and BiSeNet,
-// F32 for the rest). The same seed writes the same bytes. Each file appears
+// included), the full-structure S3FD and BiSeNet, whose shapes their
+// checkpoints fix, and DWPose's structure at an eighth of its width (the
+// widths golden case k1 uses). Weight files are safetensors (F16 for S3FD
+// and BiSeNet, F32 for the rest). The same seed writes the same bytes. Each file appears
 // complete or not at all; existing files of the layout are replaced.
 //
 // Values follow the usual initialisations, so activations stay in range
@@ -134,7 +135,10 @@ type tinyNet struct {
 // One exception makes a render with these weights visible: BiSeNet's
 // classifier gets a large bias towards skin (see biasTinyParser), so the
 // blend mask is the face box's lower half and the mouth region shows the
-// tiny networks' output. The random S3FD's box is arbitrary.
+// tiny networks' output; and DWPose's head is steered so that every
+// keypoint lies in the middle of a square portrait (see biasTinyDWPose),
+// where MuseTalk's landmark rules make a face box of them. The random
+// S3FD's box is arbitrary.
 func WriteTiny(dir string, seed uint64) error {
 	return writeRandom(dir, seed, "tiny", map[string]any{
 		"musetalk/musetalk.json":           tinyUNetJSON(),
@@ -142,7 +146,7 @@ func WriteTiny(dir string, seed uint64) error {
 		"sd-vae/config.json":               tinyVAEJSON(),
 		"whisper/config.json":              tinyWhisperJSON(),
 		"whisper/preprocessor_config.json": whisperPreprocessorJSON(),
-	}, weights.F32)
+	}, weights.F32, dwposeTiny())
 }
 
 // WriteFullSize writes a weight directory like [WriteTiny] but with the
@@ -154,7 +158,7 @@ func WriteFullSize(dir string, seed uint64) error {
 	if err != nil {
 		return fmt.Errorf("writing full-size weights: %w", err)
 	}
-	return writeRandom(dir, seed, "full-size", configs, weights.F16)
+	return writeRandom(dir, seed, "full-size", configs, weights.F16, dwposeL())
 }
 
 // fullSizeConfigs returns the config files of the real networks.
@@ -185,9 +189,10 @@ func fullSizeConfigs() (map[string]any, error) {
 }
 
 // writeRandom writes the config files (path → JSON value) and random
-// weights for every network of the layout; UNet, VAE and Whisper weights
-// are stored as dtype, S3FD and BiSeNet always as F16.
-func writeRandom(dir string, seed uint64, what string, configs map[string]any, dtype weights.DType) error {
+// weights for every network of the layout; UNet, VAE, Whisper and DWPose
+// (of shape dwpose) weights are stored as dtype, S3FD and BiSeNet always
+// as F16.
+func writeRandom(dir string, seed uint64, what string, configs map[string]any, dtype weights.DType, dwpose dwposeArch) error {
 	parsers := map[string]func([]byte) error{
 		"musetalk/musetalk.json":    parseUNet,
 		"musetalkV15/musetalk.json": parseUNet,
@@ -257,6 +262,8 @@ func writeRandom(dir string, seed uint64, what string, configs map[string]any, d
 			net.spec, net.dtype = model.S3FDSpec(), weights.F16
 		case weights.KindBiSeNet:
 			net.spec, net.dtype = model.BiSeNetSpec(), weights.F16
+		case weights.KindDWPose:
+			net.spec = dwpose.spec(false)
 		default:
 			return fmt.Errorf("writing %s weights: no random network for %s", what, f.Kind)
 		}
@@ -374,8 +381,11 @@ func tinyTensor(f File, s model.TensorSpec, seed uint64) []float32 {
 		}
 		fill(0, std)
 	}
-	if f.Kind == weights.KindBiSeNet {
+	switch f.Kind {
+	case weights.KindBiSeNet:
 		biasTinyParser(name, out)
+	case weights.KindDWPose:
+		biasTinyDWPose(name, s.Shape, out)
 	}
 	return out
 }

@@ -456,13 +456,13 @@ func TestFilesLayout(t *testing.T) {
 		}
 	}
 	for _, p := range []string{"musetalk/pytorch_model.bin", "musetalkV15/unet.pth", "sd-vae/config.json",
-		"whisper/preprocessor_config.json", "face-parse-bisent/79999_iter.pth", "s3fd/s3fd-619a316812.pth"} {
+		"whisper/preprocessor_config.json", "face-parse-bisent/79999_iter.pth", "s3fd/s3fd-619a316812.pth", "dwpose/dw-ll_ucoco_384.pth"} {
 		if !seen[p] {
 			t.Errorf("layout lacks %s", p)
 		}
 	}
-	if len(files) != 11 {
-		t.Errorf("%d files for both versions, want 11", len(files))
+	if len(files) != 12 {
+		t.Errorf("%d files for both versions, want 12", len(files))
 	}
 }
 
