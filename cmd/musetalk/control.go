@@ -27,7 +27,7 @@ func controlCommand() *cli.Command {
 		Name:  "control",
 		Usage: "run the control plane: job queue, worker registry, worker and public APIs",
 		Description: `Serves the public API (/v1/...), the worker API (/internal/main/...),
-/healthz and /metrics on --addr. Jobs live in SQLite under --data-dir by
+the operator dashboard (/dashboard/), /healthz and /metrics on --addr. Jobs live in SQLite under --data-dir by
 default, or in PostgreSQL when --db is a postgres:// URL (several replicas
 may share one database). Objects live in B2 when B2_BUCKET_NAME, B2_KEY_ID
 and B2_APP_KEY are set, else in --blob-dir.`,
