@@ -66,10 +66,11 @@ func newBrowser(t *testing.T, base string) *browser {
 	return &browser{t: t, ctx: ctx, base: base}
 }
 
-// do runs actions, each batch within 20 s.
+// do runs actions, each batch within 30 s (generous: CI runs other
+// packages' tests on the same two cores).
 func (b *browser) do(actions ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, actions...); err != nil {
 		b.t.Fatalf("browser: %v", err)
@@ -103,10 +104,10 @@ func (b *browser) text(sel string) string {
 // waitFor waits until a JavaScript predicate holds, without reloading.
 func (b *browser) waitFor(what, predicate string) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, 25*time.Second)
 	defer cancel()
 	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](predicate,
-		chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(12*time.Second))); err != nil {
+		chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second))); err != nil {
 		b.t.Fatalf("browser: waiting for %s (%s): %v", what, predicate, err)
 	}
 }

@@ -90,6 +90,9 @@ func (h *history) perMinute(now time.Time) *series {
 	for i := 1; i < len(h.samples); i++ {
 		a, b := h.samples[i-1], h.samples[i]
 		k := bucket(b.at)
+		if k == n && b.at.Equal(now) {
+			k = n - 1 // sampled just now
+		}
 		if k < 0 || k >= n {
 			continue
 		}
