@@ -383,6 +383,7 @@ func printUpBanner(w io.Writer, b upBanner) {
 	}
 	fmt.Fprintf(w, "musetalk is up: control plane, object store and one worker in this process.\n")
 	fmt.Fprintf(w, "  API      %s (listening on %s; %s)\n", b.url, b.listen, auth)
+	fmt.Fprintf(w, "  web      %s/dashboard/ (the operator dashboard; log in with the API key, if any)\n", b.url)
 	fmt.Fprintf(w, "  data     %s\n", b.dataDir)
 	fmt.Fprintf(w, "  worker   %q with engines %s; health on %s\n", upWorkerID, strings.Join(b.engines, ", "), b.healthAddr)
 	if b.generatedKey != "" {
