@@ -47,7 +47,8 @@ func newBrowser(t *testing.T, base string) *browser {
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
-		chromedp.NoSandbox, // tests run as root in CI
+		chromedp.NoSandbox,                           // tests run as root in CI
+		chromedp.Flag("disable-dev-shm-usage", true), // containers' /dev/shm is small
 		chromedp.WindowSize(1280, 900),
 		chromedp.Flag("hide-scrollbars", true),
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
