@@ -89,6 +89,8 @@ func (r *Renderer) checkRequest(ctx context.Context, req Request) (*plan, error)
 	opt.Version = pl.version
 	opt.BBoxShift = p.BBoxShift
 	opt.ExtraMargin = p.ExtraMargin
+	// Until the DWPose network is wired in (issue 13), S3FD's box.
+	opt.FaceDetector = avatar.DetectorS3FD
 	if p.ParsingMode == "raw" {
 		opt.ParsingMode = media.ParsingRaw
 	}

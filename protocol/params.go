@@ -25,6 +25,10 @@ type JobParams struct {
 	BatchSize int `json:"batch_size,omitempty"`
 	// FaceBox overrides face detection: x1, y1, x2, y2 in pixels.
 	FaceBox []int `json:"face_box,omitempty"`
+	// FaceDetector finds the face box when FaceBox is not given:
+	// "dwpose" (default: MuseTalk's box from DWPose's face landmarks, the
+	// S3FD box where they give none) or "s3fd" (the S3FD box alone).
+	FaceDetector string `json:"face_detector,omitempty"`
 }
 
 // ParamError is a bad job parameter. Field is its JSON name
@@ -61,6 +65,11 @@ func (p *JobParams) Validate() error {
 	case "", "jaw", "raw":
 	default:
 		return paramErrorf("parsing_mode", "%q is not one of jaw, raw", p.ParsingMode)
+	}
+	switch p.FaceDetector {
+	case "", "dwpose", "s3fd":
+	default:
+		return paramErrorf("face_detector", "%q is not one of dwpose, s3fd", p.FaceDetector)
 	}
 	if p.BBoxShift < -256 || p.BBoxShift > 256 {
 		return paramErrorf("bbox_shift", "%d is outside -256..256", p.BBoxShift)

@@ -59,21 +59,22 @@ func TestHeartbeatValidate(t *testing.T) {
 }
 
 func TestJobParamsValidate(t *testing.T) {
-	good := []JobParams{{}, {Version: "v1", BBoxShift: -7, FPS: "30000/1001", BatchSize: 8, FaceBox: []int{1, 2, 30, 40}}, {Engine: "preview", ParsingMode: "raw", FPS: "25"}}
+	good := []JobParams{{}, {Version: "v1", BBoxShift: -7, FPS: "30000/1001", BatchSize: 8, FaceBox: []int{1, 2, 30, 40}}, {Engine: "preview", ParsingMode: "raw", FPS: "25"}, {FaceDetector: "s3fd"}, {FaceDetector: "dwpose"}}
 	for _, p := range good {
 		if err := p.Validate(); err != nil {
 			t.Errorf("%+v: %v", p, err)
 		}
 	}
 	bad := map[string]JobParams{
-		"params.engine":       {Engine: "gan"},
-		"params.version":      {Version: "v2"},
-		"params.parsing_mode": {ParsingMode: "neck"},
-		"params.bbox_shift":   {BBoxShift: 1000},
-		"params.extra_margin": {ExtraMargin: -1},
-		"params.batch_size":   {BatchSize: 1000},
-		"params.fps":          {FPS: "fast"},
-		"params.face_box":     {FaceBox: []int{10, 10, 5, 20}},
+		"params.engine":        {Engine: "gan"},
+		"params.version":       {Version: "v2"},
+		"params.parsing_mode":  {ParsingMode: "neck"},
+		"params.bbox_shift":    {BBoxShift: 1000},
+		"params.extra_margin":  {ExtraMargin: -1},
+		"params.batch_size":    {BatchSize: 1000},
+		"params.fps":           {FPS: "fast"},
+		"params.face_box":      {FaceBox: []int{10, 10, 5, 20}},
+		"params.face_detector": {FaceDetector: "retinaface"},
 	}
 	for name, p := range bad {
 		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), name) {

@@ -18,17 +18,18 @@ func checkFaceBox(b media.Box, w, h int) error {
 
 // faceBox turns a detected (or overriding) box into the box the face is
 // cropped from and blended at, for a w×h frame and normalized options n.
-// The box is first clipped to the frame (detectors may overshoot; NumPy
-// slicing clips the same way); an empty result means no face. Then v1's
-// bbox_shift moves the upper edge by 2·shift (clamped at 0; dropped when
-// it would empty the box), and v1.5's extra margin moves the lower edge
-// down, clamped to the frame.
-func faceBox(b media.Box, w, h int, n Options) (media.Box, bool) {
+// The box is first clipped to the frame (detectors and landmarks may
+// overshoot; NumPy slicing clips the same way); an empty result means no
+// face. Then, when shift is set, v1's bbox_shift moves the upper edge by
+// 2·shift (clamped at 0; dropped when it would empty the box; MuseTalk's
+// landmark rules apply it themselves), and v1.5's extra margin moves the
+// lower edge down, clamped to the frame.
+func faceBox(b media.Box, w, h int, n Options, shift bool) (media.Box, bool) {
 	b = media.Box{max(b[0], 0), max(b[1], 0), min(b[2], w), min(b[3], h)}
 	if b[2] <= b[0] || b[3] <= b[1] {
 		return media.Box{}, false
 	}
-	if s := n.BBoxShift; s != 0 {
+	if s := n.BBoxShift; s != 0 && shift {
 		if top := max(b[1]+2*s, 0); top < b[3] {
 			b[1] = top
 		}

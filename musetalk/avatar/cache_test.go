@@ -290,7 +290,7 @@ func TestCacheCancelLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opt := Options{Version: "v1"}
+	opt := Options{Version: "v1", FaceDetector: DetectorS3FD}
 	key, err := Key(video, opt, "w")
 	if err != nil {
 		t.Fatal(err)

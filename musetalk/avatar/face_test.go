@@ -29,7 +29,7 @@ func TestPrepareWithS3FD(t *testing.T) {
 	t.Cleanup(net.Close)
 	det := face.NewDetector(net, nets.Backend).WithMaxSide(64)
 	nets.Detector = det
-	opt := Options{Version: "v1"}
+	opt := Options{Version: "v1", FaceDetector: DetectorS3FD}
 	a, err := Prepare(context.Background(), still, filepath.Join(t.TempDir(), "e"), opt, nets, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +43,7 @@ func TestPrepareWithS3FD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, ok := faceBox(box, a.W, a.H, mustNormalize(t, opt))
+	want, ok := faceBox(box, a.W, a.H, mustNormalize(t, opt), true)
 	f := a.Frames[0]
 	if f.HasFace != ok || f.Face != want {
 		t.Fatalf("frame: face %v (has %v); S3FD found %v (%v), want %v", f.Face, f.HasFace, box, ok, want)

@@ -137,6 +137,46 @@ func (d *fakeDetector) Detect(ctx context.Context, frame *media.Image8) (media.B
 	return d.box, true, nil
 }
 
+// fakeLandmarks returns def's whole-body keypoints for every call except
+// those (0-based) listed in kp. It counts calls.
+type fakeLandmarks struct {
+	def   [][2]float64
+	kp    map[int][][2]float64
+	calls atomic.Int32
+}
+
+func (l *fakeLandmarks) Keypoints(ctx context.Context, frame *media.Image8) ([][2]float64, error) {
+	i := int(l.calls.Add(1)) - 1
+	if frame.C != 3 || frame.W <= 0 || frame.H <= 0 {
+		return nil, errors.New("fake landmarks: bad frame")
+	}
+	if k, ok := l.kp[i]; ok {
+		return k, nil
+	}
+	return l.def, nil
+}
+
+// faceKeypoints returns 133 whole-body keypoints whose 68 face landmarks
+// (23..90) lie on the ellipse of centre (cx, cy) and radii rx, ry
+// (landmark 0 at the right, 17 at the bottom, 34 at the left), landmarks
+// 28, 29 and 30 at x cx+0.7 and y cy−9.5, cy+0.9, cy+10.2; edit changes
+// the face landmarks (index 0..67) before they are returned.
+func faceKeypoints(cx, cy, rx, ry float64, edit func(lm [][2]float64)) [][2]float64 {
+	kp := make([][2]float64, 133)
+	lm := kp[23:91]
+	for i := range lm {
+		a := float64(i) / 68 * 2 * math.Pi
+		lm[i] = [2]float64{cx + rx*math.Cos(a), cy + ry*math.Sin(a)}
+	}
+	lm[28] = [2]float64{cx + 0.7, cy - 9.5}
+	lm[29] = [2]float64{cx + 0.7, cy + 0.9}
+	lm[30] = [2]float64{cx + 0.7, cy + 10.2}
+	if edit != nil {
+		edit(lm)
+	}
+	return kp
+}
+
 // fakeParser returns a fixed synthetic class map (a face-like layout:
 // hair on top, a skin ellipse holding nose, lips and mouth, neck and
 // cloth below) and remembers the images it was given.

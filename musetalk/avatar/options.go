@@ -43,6 +43,16 @@ const (
 	VersionV1  = "v1"
 )
 
+// Face detectors that [Options.FaceDetector] accepts.
+const (
+	// DetectorDWPose is MuseTalk's own box: built from DWPose's 68 face
+	// landmarks by get_landmark_and_bbox's rules, the S3FD box where they
+	// give none, no face where S3FD finds none.
+	DetectorDWPose = "dwpose"
+	// DetectorS3FD is the S3FD box alone.
+	DetectorS3FD = "s3fd"
+)
+
 // Defaults applied to zero [Options] fields.
 const (
 	DefaultExtraMargin = 10
@@ -82,10 +92,13 @@ type Options struct {
 	// Version is "v15" (default when empty) or "v1".
 	Version string
 	// BBoxShift (v1 only; v1.5 forces 0 as MuseTalk does) moves the face
-	// box's upper edge by 2·BBoxShift pixels, so its centre line moves by
-	// BBoxShift: positive opens the mouth more. A shift that would empty
-	// the box is dropped for that frame, as MuseTalk falls back to the
-	// detector box.
+	// box's centre line by BBoxShift pixels: positive opens the mouth
+	// more. With DetectorDWPose it moves landmark 29 as MuseTalk does
+	// (the upper edge follows at twice the shift; a shift past the chin
+	// makes the box fall back to S3FD's, which MuseTalk never shifts).
+	// Otherwise the upper edge of the detected or given box moves by
+	// 2·BBoxShift, and a shift that would empty the box is dropped for
+	// that frame.
 	BBoxShift int
 	// ExtraMargin (v1.5 only) extends the box downwards, clamped to the
 	// frame; 0 means DefaultExtraMargin (10, as MuseTalk). Negative is
@@ -100,10 +113,15 @@ type Options struct {
 	// must lie in 0..256.
 	LeftCheek, RightCheek int
 	// FaceBox, when non-nil, replaces face detection for every frame (the
-	// detector is not run, and Networks.Detector may be nil). It must lie
-	// inside the frame with x1 < x2 and y1 < y2. BBoxShift and
-	// ExtraMargin still apply to it.
+	// detectors are not run, and Networks.Detector and Landmarks may be
+	// nil). It must lie inside the frame with x1 < x2 and y1 < y2.
+	// BBoxShift and ExtraMargin still apply to it.
 	FaceBox *media.Box
+	// FaceDetector is how the face box is found without FaceBox:
+	// DetectorDWPose (default when empty; it runs S3FD too, for its
+	// fallback and to tell frames without a face) or DetectorS3FD. It is
+	// dropped (normalized to "") with FaceBox.
+	FaceDetector string
 	// FPS, when non-nil, is the avatar's frame rate: a video is resampled
 	// to it (ffmpeg's fps filter, frames dropped or repeated by
 	// timestamp) and a still gets it. Nil keeps a video's own rate and
@@ -126,7 +144,8 @@ func DefaultOptions() Options {
 // Normalize checks o and returns it with defaults filled in and every
 // field that does not affect the result for its version zeroed (v1.5
 // drops BBoxShift; v1 drops ExtraMargin, the cheeks and the parsing mode,
-// which is raw; modes other than jaw drop the cheeks). Two Options that
+// which is raw; modes other than jaw drop the cheeks; a FaceBox drops the
+// face detector). Two Options that
 // prepare the same avatar normalize to the same value. Errors wrap
 // ErrInvalidOptions.
 func (o Options) Normalize() (Options, error) {
@@ -163,6 +182,12 @@ func (o Options) Normalize() (Options, error) {
 		}
 		fb := *b
 		n.FaceBox = &fb
+	} else {
+		switch n.FaceDetector = cmp.Or(o.FaceDetector, DetectorDWPose); n.FaceDetector {
+		case DetectorDWPose, DetectorS3FD:
+		default:
+			return Options{}, fmt.Errorf("%w: face detector %q is not one of %s, %s", ErrInvalidOptions, o.FaceDetector, DetectorDWPose, DetectorS3FD)
+		}
 	}
 	if o.FPS != nil {
 		if o.FPS.Sign() <= 0 {
@@ -175,21 +200,23 @@ func (o Options) Normalize() (Options, error) {
 
 // keyFormat versions the key derivation together with the prepared
 // entry's contents: bump it whenever either changes, so that old cache
-// entries are never read as new ones.
-const keyFormat = 1
+// entries are never read as new ones. 2: the face detector (DWPose's
+// landmark box by default, where 1 always used S3FD's box).
+const keyFormat = 2
 
 // canonicalOptions is the key's encoding of normalized Options: a JSON
 // object with a fixed field order.
 type canonicalOptions struct {
-	Format      int     `json:"format"`
-	Version     string  `json:"version"`
-	BBoxShift   int     `json:"bbox_shift"`
-	ExtraMargin int     `json:"extra_margin"`
-	ParsingMode string  `json:"parsing_mode"`
-	LeftCheek   int     `json:"left_cheek"`
-	RightCheek  int     `json:"right_cheek"`
-	FaceBox     *[4]int `json:"face_box"`
-	FPS         string  `json:"fps"`
+	Format       int     `json:"format"`
+	Version      string  `json:"version"`
+	BBoxShift    int     `json:"bbox_shift"`
+	ExtraMargin  int     `json:"extra_margin"`
+	ParsingMode  string  `json:"parsing_mode"`
+	LeftCheek    int     `json:"left_cheek"`
+	RightCheek   int     `json:"right_cheek"`
+	FaceBox      *[4]int `json:"face_box"`
+	FaceDetector string  `json:"face_detector"`
+	FPS          string  `json:"fps"`
 }
 
 func parsingModeName(m media.ParsingMode) string {
@@ -209,6 +236,7 @@ func (n Options) canonical() []byte {
 	c := canonicalOptions{
 		Format: keyFormat, Version: n.Version, BBoxShift: n.BBoxShift, ExtraMargin: n.ExtraMargin,
 		ParsingMode: parsingModeName(n.ParsingMode), LeftCheek: n.LeftCheek, RightCheek: n.RightCheek,
+		FaceDetector: n.FaceDetector,
 	}
 	if n.FaceBox != nil {
 		b := [4]int(*n.FaceBox)

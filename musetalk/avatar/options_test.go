@@ -30,7 +30,7 @@ func TestKey(t *testing.T) {
 	// between runs or releases, or every cached avatar would be prepared
 	// again. Change it only together with keyFormat. (Checked against an
 	// independent computation of the documented derivation.)
-	const pinned = "d46425e2ce4b1caee13d2d436d23e8efe4f1d2827554d06acadb139d4224d841"
+	const pinned = "206d9b38cb0d88537c5d97f69160fa98837251c9f95b87ff521f7f05fa042e30"
 	if base != pinned {
 		t.Errorf("Key = %s, pinned %s", base, pinned)
 	}
@@ -46,6 +46,7 @@ func TestKey(t *testing.T) {
 		"v15 ignores bbox":     key(file, Options{Version: "v15", BBoxShift: 7, ExtraMargin: 10, ParsingMode: media.ParsingJaw}, "w1"),
 		"zero fields":          key(file, Options{ParsingMode: media.ParsingJaw}, "w1"),
 		"explicit cheek width": key(file, Options{ParsingMode: media.ParsingJaw, LeftCheek: 90, RightCheek: 90}, "w1"),
+		"explicit detector":    key(file, Options{ParsingMode: media.ParsingJaw, FaceDetector: DetectorDWPose}, "w1"),
 	}
 	for name, k := range same {
 		if k != base {
@@ -63,6 +64,7 @@ func TestKey(t *testing.T) {
 		"cheek":       key(file, Options{ParsingMode: media.ParsingJaw, LeftCheek: 80}, "w1"),
 		"face box":    key(file, Options{ParsingMode: media.ParsingJaw, FaceBox: &box}, "w1"),
 		"fps":         key(file, Options{ParsingMode: media.ParsingJaw, FPS: big.NewRat(30000, 1001)}, "w1"),
+		"s3fd":        key(file, Options{ParsingMode: media.ParsingJaw, FaceDetector: DetectorS3FD}, "w1"),
 	}
 	seen := map[string]string{base: "base"}
 	for name, k := range different {
@@ -73,6 +75,9 @@ func TestKey(t *testing.T) {
 	}
 	if key(file, Options{Version: "v1", BBoxShift: 3}, "w1") == key(file, Options{Version: "v1"}, "w1") {
 		t.Error("v1 bbox shift does not change the key")
+	}
+	if key(file, Options{FaceBox: &box, FaceDetector: DetectorS3FD}, "w1") != key(file, Options{FaceBox: &box}, "w1") {
+		t.Error("the face detector changes the key of a face box")
 	}
 
 	if _, err := Key(file, Options{Version: "v2"}, "w1"); !errors.Is(err, ErrInvalidOptions) {
@@ -91,8 +96,14 @@ func TestNormalize(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n.Version != "v15" || n.BBoxShift != 0 || n.ExtraMargin != 10 || n.LeftCheek != 90 || n.RightCheek != 90 ||
-		n.FaceBox == &fb || *n.FaceBox != fb {
+		n.FaceBox == &fb || *n.FaceBox != fb || n.FaceDetector != "" {
 		t.Errorf("v15 defaults: %+v", n)
+	}
+	if n, err := (Options{}).Normalize(); err != nil || n.FaceDetector != DetectorDWPose {
+		t.Errorf("default face detector: %q, %v", n.FaceDetector, err)
+	}
+	if n, err := (Options{FaceDetector: DetectorS3FD}).Normalize(); err != nil || n.FaceDetector != DetectorS3FD {
+		t.Errorf("s3fd: %q, %v", n.FaceDetector, err)
 	}
 	n, err = Options{Version: "v1", BBoxShift: -7, ExtraMargin: 30, ParsingMode: media.ParsingJaw, LeftCheek: 5}.Normalize()
 	if err != nil {
@@ -111,6 +122,7 @@ func TestNormalize(t *testing.T) {
 		{FaceBox: &media.Box{-1, 10, 10, 20}},
 		{FPS: big.NewRat(-1, 1)},
 		{FPS: new(big.Rat)},
+		{FaceDetector: "retinaface"},
 	}
 	for _, o := range bad {
 		if _, err := o.Normalize(); !errors.Is(err, ErrInvalidOptions) {
@@ -142,7 +154,7 @@ func TestFaceBox(t *testing.T) {
 		{"outside", media.Box{100, 0, 120, 50}, 100, 100, v1(0), media.Box{}, false},
 		{"empty", media.Box{20, 30, 20, 50}, 100, 100, v1(0), media.Box{}, false},
 	} {
-		got, ok := faceBox(c.in, c.w, c.h, c.opt)
+		got, ok := faceBox(c.in, c.w, c.h, c.opt, true)
 		if got != c.want || ok != c.ok {
 			t.Errorf("%s: faceBox(%v) = %v, %v; want %v, %v", c.name, c.in, got, ok, c.want, c.ok)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/media"
+	"github.com/avatargen/musetalk/musetalk/face"
 	"github.com/avatargen/musetalk/musetalk/model"
 	"github.com/avatargen/musetalk/musetalk/model/weights"
 )
@@ -23,6 +24,13 @@ import (
 // face.Detector (S3FD) implements it.
 type FaceDetector interface {
 	Detect(ctx context.Context, frameBGR *media.Image8) (box media.Box, ok bool, err error)
+}
+
+// LandmarkDetector returns a BGR frame's whole-body keypoints: DWPose's
+// 133 (x, y) in frame pixels, of which MuseTalk's box logic reads the 68
+// face landmarks ([face.TruncLandmarks]).
+type LandmarkDetector interface {
+	Keypoints(ctx context.Context, frameBGR *media.Image8) ([][2]float64, error)
 }
 
 // FaceParser returns a size×size 1-channel map of BiSeNet class ids for an
@@ -37,8 +45,12 @@ type Networks struct {
 	Backend kernels.Backend
 	// VAE encodes the face crops.
 	VAE *model.VAE
-	// Detector finds faces; it may be nil when Options.FaceBox is set.
+	// Detector finds faces (S3FD); it may be nil when Options.FaceBox is
+	// set.
 	Detector FaceDetector
+	// Landmarks finds the face landmarks (DWPose) for
+	// Options.FaceDetector DetectorDWPose; it may be nil otherwise.
+	Landmarks LandmarkDetector
 	// Parser computes the blend masks' class maps.
 	Parser FaceParser
 	// FFmpeg decodes the avatar file; nil means ffmpeg and ffprobe from
@@ -63,6 +75,8 @@ func (nets *Networks) check(n Options) error {
 		return errors.New("avatar: networks: no face parser")
 	case nets.Detector == nil && n.FaceBox == nil:
 		return errors.New("avatar: networks: no face detector and no face box")
+	case nets.Landmarks == nil && n.FaceBox == nil && n.FaceDetector == DetectorDWPose:
+		return errors.New("avatar: networks: no landmark detector for the dwpose face detector")
 	case nets.EncodeBatch < 0:
 		return fmt.Errorf("avatar: networks: encode batch %d is negative", nets.EncodeBatch)
 	}
@@ -85,13 +99,20 @@ func latentShape(cfg weights.VAEConfig) []int {
 // prepared so far and the expected total (the probe's frame count, raised
 // to done when the probe undercounted) after every frame.
 //
+// The face box is found as Options.FaceDetector says: with DetectorDWPose
+// S3FD runs first (a frame where it finds no face has none), then DWPose,
+// and MuseTalk's rules ([face.MuseTalkBox]) turn the face landmarks and
+// the S3FD box into the box; with DetectorS3FD the S3FD box is used.
+//
 // The face box is logged at Info: the first frame's with a face, the box
-// used (after bbox_shift or the extra margin) and its source, the detector
-// or Options.FaceBox; for a video (or an avatar without a face) a summary
-// follows (frames, frames with a face, the boxes' extent). A detected box
-// that touches the frame's edge is more often a helmet, a collar or the
-// picture's border than a face: a Warn says how many frames had one and
-// suggests giving the face box. Every frame's box is logged at Debug.
+// used (after bbox_shift or the extra margin) and its source (landmarks,
+// s3fd, s3fd-fallback where the landmarks gave no box, or face-box); a
+// summary follows (frames, frames with a face, the boxes' extent, how many
+// came from each source and, with DWPose, MuseTalk's bbox_shift range). A
+// box from S3FD that touches the frame's edge is more often a helmet, a
+// collar or the picture's border than a face: a Warn says how many frames
+// had one and suggests giving the face box. Every frame's box is logged at
+// Debug.
 //
 // Cancelling ctx stops preparation within one frame or encoder batch. On
 // any error dir is removed if Prepare created it, or emptied of the files
@@ -114,7 +135,7 @@ func prepare(ctx context.Context, key, avatarPath, dir string, opt Options, nets
 		return nil, err
 	}
 	p := &preparer{ctx: ctx, n: n, nets: nets, dir: dir, progress: progress,
-		boxes: boxLog{log: cmp.Or(nets.Logger, slog.Default()), avatar: filepath.Base(avatarPath), key: key}}
+		boxes: boxLog{log: cmp.Or(nets.Logger, slog.Default()), avatar: filepath.Base(avatarPath), key: key, detector: n.FaceDetector}}
 	defer func() {
 		if err != nil {
 			p.abort(created)
@@ -260,23 +281,18 @@ func (p *preparer) addFrame(f *media.Frame) error {
 	if _, err := p.framesW.Write(bgr.Pix); err != nil {
 		return fmt.Errorf("writing frame %d: %w", i, err)
 	}
-	det, found := media.Box{}, true
-	if p.n.FaceBox != nil {
-		det = *p.n.FaceBox
-	} else {
-		var err error
-		if det, found, err = p.nets.Detector.Detect(p.ctx, bgr); err != nil {
-			return fmt.Errorf("detecting the face in frame %d: %w", i, err)
-		}
+	det, found, err := p.detect(i, bgr)
+	if err != nil {
+		return err
 	}
 	var fr Frame
-	if found {
-		if face, ok := faceBox(det, f.W, f.H, p.n); ok && !blankBox(bgr, face) {
+	if found.ok {
+		if face, ok := faceBox(det, f.W, f.H, p.n, found.shift); ok && !blankBox(bgr, face) {
 			crop, s := media.CropBox(face, cropExpand)
 			fr = Frame{HasFace: s > 0, Face: face, Crop: crop}
 		}
 	}
-	p.boxes.frame(i, fr, det, found, p.n.FaceBox != nil, f.W, f.H)
+	p.boxes.frame(i, fr, det, found, f.W, f.H)
 	if !fr.HasFace {
 		p.a.Frames = append(p.a.Frames, Frame{})
 		p.frameDone()
@@ -304,6 +320,58 @@ func (p *preparer) addFrame(f *media.Frame) error {
 		return p.flush()
 	}
 	return nil
+}
+
+// detection is where a frame's face box came from.
+type detection struct {
+	ok     bool   // a face was found (always, with Options.FaceBox)
+	source string // sourceLandmarks, sourceS3FD, sourceFallback or sourceFaceBox
+	s3fd   media.Box
+	shift  bool // bbox_shift is still to be applied (it was not, in the landmark rules)
+	lm     face.LandmarkBox
+}
+
+// The face box sources preparation logs.
+const (
+	sourceLandmarks = "landmarks"     // MuseTalk's landmark box (DWPose)
+	sourceS3FD      = "s3fd"          // S3FD's box (DetectorS3FD)
+	sourceFallback  = "s3fd-fallback" // S3FD's box where the landmarks gave none (DetectorDWPose)
+	sourceFaceBox   = "face-box"      // Options.FaceBox
+)
+
+// detect finds frame i's face box as the options say: the given box, the
+// S3FD box, or MuseTalk's box from DWPose's landmarks and the S3FD box.
+func (p *preparer) detect(i int, bgr *media.Image8) (media.Box, detection, error) {
+	if p.n.FaceBox != nil {
+		return *p.n.FaceBox, detection{ok: true, source: sourceFaceBox, shift: true}, nil
+	}
+	det, found, err := p.nets.Detector.Detect(p.ctx, bgr)
+	if err != nil {
+		return media.Box{}, detection{}, fmt.Errorf("detecting the face in frame %d: %w", i, err)
+	}
+	d := detection{ok: found, source: sourceS3FD, s3fd: det, shift: true}
+	if !found || p.n.FaceDetector != DetectorDWPose {
+		// MuseTalk's placeholder: no face, whatever DWPose would say, so
+		// it is not run.
+		return det, d, nil
+	}
+	kp, err := p.nets.Landmarks.Keypoints(p.ctx, bgr)
+	if err != nil {
+		return media.Box{}, detection{}, fmt.Errorf("finding the face landmarks in frame %d: %w", i, err)
+	}
+	lm, err := face.TruncLandmarks(kp)
+	if err != nil {
+		return media.Box{}, detection{}, fmt.Errorf("finding the face landmarks in frame %d: %w", i, err)
+	}
+	d.lm = face.MuseTalkBox(lm, det, found, p.n.BBoxShift)
+	// The landmark rules applied bbox_shift (through landmark 29); their
+	// S3FD fallback is used as it is, as MuseTalk does.
+	d.shift = false
+	d.source = sourceFallback
+	if d.lm.Source == face.SourceLandmarks {
+		d.source = sourceLandmarks
+	}
+	return d.lm.Box, d, nil
 }
 
 // flush encodes the waiting frames' crops and writes their latents.
@@ -457,13 +525,15 @@ func describe(m *media.Image8) string {
 type boxLog struct {
 	log         *slog.Logger
 	avatar, key string
+	detector    string // Options.FaceDetector ("" with a face box)
 
-	source    string    // "detector" or "face-box"
-	faces     int       // frames with a face
-	extent    media.Box // the union of the face boxes used
-	edge      int       // frames whose detected face box touches the edge
-	firstEdge int       // the first of them
-	edgeBox   media.Box // its detected box
+	faces     int            // frames with a face
+	sources   map[string]int // frames with a face by their box's source
+	extent    media.Box      // the union of the face boxes used
+	edge      int            // frames whose S3FD face box touches the edge
+	firstEdge int            // the first of them
+	edgeBox   media.Box      // its detected box
+	shift     face.ShiftRange
 }
 
 // attrs starts a record's attributes with the avatar's name and key.
@@ -475,21 +545,24 @@ func (l *boxLog) attrs(more ...any) []any {
 	return append(a, more...)
 }
 
-// frame records frame i of a w×h avatar: fr as prepared, det the detected
-// (found) or fixed box it came from.
-func (l *boxLog) frame(i int, fr Frame, det media.Box, found, fixed bool, w, h int) {
-	l.source = "detector"
-	if fixed {
-		l.source = "face-box"
+// frame records frame i of a w×h avatar: fr as prepared, box the box it
+// came from (before bbox_shift, the margin and clipping) as d found it.
+func (l *boxLog) frame(i int, fr Frame, box media.Box, d detection, w, h int) {
+	if d.source == sourceLandmarks || d.source == sourceFallback {
+		l.shift.Add(d.lm)
 	}
 	if !fr.HasFace {
-		l.log.Debug("avatar: no face", l.attrs("frame", i, "detected", found)...)
+		l.log.Debug("avatar: no face", l.attrs("frame", i, "detected", d.ok)...)
 		return
 	}
-	touches := !fixed && (det[0] <= 0 || det[1] <= 0 || det[2] >= w || det[3] >= h)
-	if touches {
+	if l.sources == nil {
+		l.sources = map[string]int{}
+	}
+	l.sources[d.source]++
+	fromS3FD := d.source == sourceS3FD || d.source == sourceFallback
+	if fromS3FD && (box[0] <= 0 || box[1] <= 0 || box[2] >= w || box[3] >= h) {
 		if l.edge == 0 {
-			l.firstEdge, l.edgeBox = i, det
+			l.firstEdge, l.edgeBox = i, box
 		}
 		l.edge++
 	}
@@ -500,9 +573,15 @@ func (l *boxLog) frame(i int, fr Frame, det media.Box, found, fixed bool, w, h i
 			max(l.extent[2], fr.Face[2]), max(l.extent[3], fr.Face[3])}
 	}
 	l.faces++
-	a := l.attrs("frame", i, "box", fr.Face, "source", l.source)
-	if !fixed && det != fr.Face {
-		a = append(a, "detected", det)
+	a := l.attrs("frame", i, "box", fr.Face, "source", d.source)
+	if d.source != sourceFaceBox {
+		a = append(a, "detector", l.detector)
+		if box != fr.Face {
+			a = append(a, "detected", box)
+		}
+		if d.source == sourceLandmarks {
+			a = append(a, "s3fd", d.s3fd)
+		}
 	}
 	if l.faces == 1 {
 		l.log.Info("avatar: face box", a...)
@@ -514,16 +593,35 @@ func (l *boxLog) frame(i int, fr Frame, det media.Box, found, fixed bool, w, h i
 // summary logs, after the last of n frames, the video's boxes and the
 // warning about boxes at the edge.
 func (l *boxLog) summary(n int) {
-	if n > 1 || l.faces == 0 {
-		a := l.attrs("frames", n, "with_face", l.faces, "source", l.source)
-		if l.faces > 0 {
-			a = append(a, "extent", l.extent)
-		}
-		if l.source == "detector" {
-			a = append(a, "at_edge", l.edge)
-		}
-		l.log.Info("avatar: face boxes", a...)
+	if n == 1 && l.faces == 1 && l.detector != DetectorDWPose {
+		l.warnEdge(n)
+		return // the frame's record said it all
 	}
+	a := l.attrs("frames", n, "with_face", l.faces)
+	if l.detector != "" {
+		a = append(a, "detector", l.detector)
+	}
+	for _, src := range []string{sourceLandmarks, sourceFallback, sourceS3FD, sourceFaceBox} {
+		if k := l.sources[src]; k > 0 {
+			a = append(a, src, k)
+		}
+	}
+	if l.faces > 0 {
+		a = append(a, "extent", l.extent)
+	}
+	if l.detector != "" {
+		a = append(a, "at_edge", l.edge)
+	}
+	if m, p, ok := l.shift.Range(); ok {
+		// MuseTalk's "Manually adjust range" of bbox_shift (v1).
+		a = append(a, "bbox_shift_range", fmt.Sprintf("[-%d~%d]", m, p))
+	}
+	l.log.Info("avatar: face boxes", a...)
+	l.warnEdge(n)
+}
+
+// warnEdge warns about S3FD boxes at the frame's edge, if there were any.
+func (l *boxLog) warnEdge(n int) {
 	if l.edge > 0 {
 		l.log.Warn("avatar: the detected face box touches the frame's edge",
 			l.attrs("frames", l.edge, "of", n, "first_frame", l.firstEdge, "detected", l.edgeBox,

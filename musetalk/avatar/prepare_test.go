@@ -123,7 +123,7 @@ func TestPrepareVideoWithDetector(t *testing.T) {
 	}
 	nets.Detector = det
 	nets.EncodeBatch = 2
-	opt := Options{Version: "v1", BBoxShift: -5, FPS: big.NewRat(25, 1)}
+	opt := Options{Version: "v1", BBoxShift: -5, FPS: big.NewRat(25, 1), FaceDetector: DetectorS3FD}
 	var prog [][2]int
 	a, err := Prepare(context.Background(), video, filepath.Join(t.TempDir(), "e"), opt, nets, func(d, n int) {
 		prog = append(prog, [2]int{d, n})
@@ -185,6 +185,94 @@ func TestPrepareVideoWithDetector(t *testing.T) {
 	}
 }
 
+// TestPrepareDWPose: with the dwpose detector the face box is MuseTalk's
+// landmark box (v1's bbox_shift applied through landmark 29), S3FD's box
+// where the landmarks give none (unshifted, as MuseTalk uses it), no face
+// where S3FD finds none (DWPose is then not run), boxes clipped to the
+// frame; the summary counts the sources and gives MuseTalk's bbox_shift
+// range.
+func TestPrepareDWPose(t *testing.T) {
+	video := fixture(t, "video.mp4")
+	nets := testNets(t)
+	nets.EncodeBatch = 2
+	log, records := logRecords(t, slog.LevelInfo)
+	nets.Logger = log
+	s3fd := media.Box{170, 50, 280, 190}
+	nets.Detector = &fakeDetector{box: s3fd, noFace: map[int]bool{1: true}}
+	// x 180..300, y 80..240, landmark 29 at y 160 (28 at 150, 30 at 170).
+	lms := &fakeLandmarks{def: faceKeypoints(240, 160, 60, 80, nil), kp: map[int][][2]float64{
+		1: faceKeypoints(240, 160, 60, 80, func(lm [][2]float64) { lm[10][0] = -3.2 }), // x1 < 0: S3FD's box
+		2: faceKeypoints(240, 160, 60, 80, func(lm [][2]float64) { lm[0][0] = 650 }),   // past the right edge
+	}}
+	nets.Landmarks = lms
+	opt := Options{Version: "v1", BBoxShift: -5, FPS: big.NewRat(25, 1)}
+	a, err := Prepare(context.Background(), video, filepath.Join(t.TempDir(), "e"), opt, nets, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if n := lms.calls.Load(); n != 5 {
+		t.Errorf("DWPose ran %d times, want 5 (not on the frame without an S3FD face)", n)
+	}
+	// Shift −5: half 155, dist 240−155 = 85, upper 70.
+	want := map[int]media.Box{0: {180, 70, 300, 240}, 2: s3fd, 3: {180, 70, 512, 240}, 4: {180, 70, 300, 240}, 5: {180, 70, 300, 240}}
+	n := mustNormalize(t, opt)
+	if n.FaceDetector != DetectorDWPose {
+		t.Fatalf("normalized detector %q", n.FaceDetector)
+	}
+	for i, f := range a.Frames {
+		w, ok := want[i]
+		if !ok {
+			if f.HasFace {
+				t.Errorf("frame %d has a face %v", i, f.Face)
+			}
+			continue
+		}
+		checkFrame(t, nets, a, i, w, n, nil)
+	}
+	var summary map[string]any
+	for _, r := range records() {
+		if r["msg"] == "avatar: face boxes" {
+			summary = r
+		}
+	}
+	if summary == nil {
+		t.Fatal("no summary record")
+	}
+	checkRecord(t, summary, "INFO", "avatar: face boxes", map[string]string{
+		"frames": "6", "with_face": "5", "detector": "dwpose", "landmarks": "4", "s3fd-fallback": "1", "s3fd": "",
+		"extent": "[170 50 512 240]", "bbox_shift_range": "[-10~10]",
+	})
+
+	// v1.5: no shift, the extra margin below the landmark box; a still
+	// gets a summary too (for the bbox_shift range).
+	nets.Landmarks = &fakeLandmarks{def: faceKeypoints(240, 160, 60, 80, nil)}
+	nets.Detector = &fakeDetector{box: s3fd}
+	log, records = logRecords(t, slog.LevelInfo)
+	nets.Logger = log
+	still := fixture(t, "still.png")
+	b, err := Prepare(context.Background(), still, filepath.Join(t.TempDir(), "e"), DefaultOptions(), nets, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	checkFrame(t, nets, b, 0, media.Box{180, 80, 300, 250}, mustNormalize(t, DefaultOptions()), nil)
+	rs := records()
+	if len(rs) != 2 {
+		t.Fatalf("records %v, want the box and the summary", rs)
+	}
+	checkRecord(t, rs[0], "INFO", "avatar: face box", map[string]string{
+		"frame": "0", "box": "[180 80 300 250]", "source": "landmarks", "detector": "dwpose", "detected": "[180 80 300 240]", "s3fd": "[170 50 280 190]",
+	})
+	checkRecord(t, rs[1], "INFO", "avatar: face boxes", map[string]string{"landmarks": "1", "bbox_shift_range": "[-10~10]"})
+
+	// DWPose is needed unless the detector is S3FD or a face box is given.
+	nets.Landmarks = nil
+	if _, err := Prepare(context.Background(), still, filepath.Join(t.TempDir(), "e"), DefaultOptions(), nets, nil); err == nil || !strings.Contains(err.Error(), "landmark") {
+		t.Errorf("prepared with dwpose and no landmark detector: %v", err)
+	}
+}
+
 // dirForTest returns the directory of a's frame file.
 func (a *Avatar) dirForTest(t *testing.T) string {
 	t.Helper()
@@ -217,7 +305,7 @@ func TestPrepareErrors(t *testing.T) {
 	// Not a media file.
 	bad := filepath.Join(t.TempDir(), "bad.mp4")
 	os.WriteFile(bad, []byte("not a video"), 0o644)
-	if _, err := Prepare(ctx, bad, filepath.Join(t.TempDir(), "e"), DefaultOptions(), Networks{Backend: nets.Backend, VAE: nets.VAE, Parser: nets.Parser, Detector: &fakeDetector{}}, nil); !errors.Is(err, media.ErrUnreadable) {
+	if _, err := Prepare(ctx, bad, filepath.Join(t.TempDir(), "e"), DefaultOptions(), Networks{Backend: nets.Backend, VAE: nets.VAE, Parser: nets.Parser, Detector: &fakeDetector{}, Landmarks: &fakeLandmarks{}}, nil); !errors.Is(err, media.ErrUnreadable) {
 		t.Errorf("garbage file: %v", err)
 	}
 	// No detector and no face box.
@@ -246,7 +334,7 @@ func TestPrepareCancel(t *testing.T) {
 	defer cancel()
 	dir := filepath.Join(t.TempDir(), "e")
 	last := 0
-	_, err := Prepare(ctx, video, dir, Options{Version: "v1"}, nets, func(d, n int) {
+	_, err := Prepare(ctx, video, dir, Options{Version: "v1", FaceDetector: DetectorS3FD}, nets, func(d, n int) {
 		last = d
 		if d == 2 {
 			cancel()
@@ -271,7 +359,7 @@ func TestPrepareDegenerateDetections(t *testing.T) {
 	nets.Detector = &fakeDetector{box: media.Box{170, 50, 280, 190}, boxes: map[int]media.Box{
 		0: {600, 600, 700, 700}, 1: {100, 100, 100, 200}, 2: {-50, -50, -10, -10}, 3: {10, 10, 11, 11},
 	}}
-	a, err := Prepare(context.Background(), video, filepath.Join(t.TempDir(), "e"), Options{Version: "v1"}, nets, nil)
+	a, err := Prepare(context.Background(), video, filepath.Join(t.TempDir(), "e"), Options{Version: "v1", FaceDetector: DetectorS3FD}, nets, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +485,7 @@ func TestPrepareLogsFaceBoxes(t *testing.T) {
 			used := box
 			used[3] += DefaultExtraMargin
 			checkRecord(t, rs[0], "INFO", "avatar: face box", map[string]string{
-				"avatar": "still.png", "frame": "0", "box": fmt.Sprint(used), "source": "face-box", "detected": "", "key": "",
+				"avatar": "still.png", "frame": "0", "box": fmt.Sprint(used), "source": "face-box", "detected": "", "key": "", "detector": "",
 			})
 		}
 	})
@@ -409,7 +497,9 @@ func TestPrepareLogsFaceBoxes(t *testing.T) {
 		// An S3FD box overshooting the frame, as random tiny weights give
 		// on the astronaut's helmet.
 		nets.Detector = &fakeDetector{box: media.Box{401, 207, 687, 817}}
-		a, err := Prepare(ctx, still, filepath.Join(t.TempDir(), "e"), DefaultOptions(), nets, nil)
+		opt := DefaultOptions()
+		opt.FaceDetector = DetectorS3FD
+		a, err := Prepare(ctx, still, filepath.Join(t.TempDir(), "e"), opt, nets, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -419,7 +509,7 @@ func TestPrepareLogsFaceBoxes(t *testing.T) {
 			t.Fatalf("records %v, want the box and a warning", rs)
 		}
 		checkRecord(t, rs[0], "INFO", "avatar: face box", map[string]string{
-			"frame": "0", "box": "[401 207 512 512]", "source": "detector", "detected": "[401 207 687 817]",
+			"frame": "0", "box": "[401 207 512 512]", "source": "s3fd", "detector": "s3fd", "detected": "[401 207 687 817]",
 		})
 		checkRecord(t, rs[1], "WARN", "avatar: the detected face box touches the frame's edge", map[string]string{
 			"avatar": "still.png", "frames": "1", "of": "1", "first_frame": "0", "detected": "[401 207 687 817]",
@@ -440,7 +530,7 @@ func TestPrepareLogsFaceBoxes(t *testing.T) {
 				boxes:  map[int]media.Box{3: {0, 40, 120, 200}, 4: {380, 300, 512, 512}},
 			}
 			// Under a key, as the cache prepares.
-			a, err := prepare(ctx, "k1", video, filepath.Join(t.TempDir(), "e"), Options{Version: "v1"}, nets, nil)
+			a, err := prepare(ctx, "k1", video, filepath.Join(t.TempDir(), "e"), Options{Version: "v1", FaceDetector: DetectorS3FD}, nets, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -459,10 +549,11 @@ func TestPrepareLogsFaceBoxes(t *testing.T) {
 				t.Fatalf("%v: records above debug %v, want the first box, a summary and a warning", level, info)
 			}
 			checkRecord(t, info[0], "INFO", "avatar: face box", map[string]string{
-				"avatar": "video.mp4", "key": "k1", "frame": "0", "box": "[170 50 280 190]", "source": "detector", "detected": "",
+				"avatar": "video.mp4", "key": "k1", "frame": "0", "box": "[170 50 280 190]", "source": "s3fd", "detector": "s3fd", "detected": "",
 			})
 			checkRecord(t, info[1], "INFO", "avatar: face boxes", map[string]string{
-				"frames": "6", "with_face": "5", "source": "detector", "extent": "[0 40 512 512]", "at_edge": "2",
+				"frames": "6", "with_face": "5", "s3fd": "5", "detector": "s3fd", "extent": "[0 40 512 512]", "at_edge": "2",
+				"landmarks": "", "bbox_shift_range": "",
 			})
 			checkRecord(t, info[2], "WARN", "avatar: the detected face box touches the frame's edge", map[string]string{
 				"frames": "2", "of": "6", "first_frame": "3", "detected": "[0 40 120 200]",
