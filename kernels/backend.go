@@ -9,8 +9,8 @@ package kernels
 //     outputs; the caller passes a tensor of the documented shape, usually
 //     from [Memory.Alloc]. Ops write every element of dst.
 //   - dst must not overlap an input unless the op says so (elementwise
-//     ops, GroupNorm, LayerNorm and Softmax allow dst == their first
-//     input: in place).
+//     ops, GroupNorm, LayerNorm, ScaleNorm and Softmax allow dst == their
+//     first input: in place).
 //   - Inputs and dst may be views ([Tensor.Reshape], [Tensor.Slice]).
 //   - Invalid arguments (wrong ranks or shapes, a tensor of another backend)
 //     are programming errors and panic with a message naming the op.
@@ -97,6 +97,12 @@ type Ops interface {
 	Conv2D(dst, x, w, bias *Tensor, p Conv2DParams)
 	// Copy copies src into dst; they must have the same number of elements.
 	Copy(dst, src *Tensor)
+	// DepthwiseConv2D is a depthwise 2-D convolution, PyTorch's Conv2d
+	// with groups = in_channels = out_channels: x [N,C,H,W], w
+	// [C,1,KH,KW], bias [C] or nil, dst [N,C,Hout,Wout] with sizes from
+	// [Conv2DParams.OutSize]. Channel c of dst is channel c of x
+	// cross-correlated with w[c]. Padding reads zeros.
+	DepthwiseConv2D(dst, x, w, bias *Tensor, p Conv2DParams)
 	// GEGLU splits x [..., 2D] into halves h = x[..., :D] and gate =
 	// x[..., D:] and sets dst [..., D] = h · GELU(gate) (exact erf GELU).
 	GEGLU(dst, x *Tensor)
@@ -107,6 +113,9 @@ type Ops interface {
 	// per-channel affine weight [C] and bias [C] when they are non-nil,
 	// then SiLU if p.SiLU is set. dst has x's shape and may be x.
 	GroupNorm(dst, x, weight, bias *Tensor, p GroupNormParams)
+	// HardSigmoid sets dst = min(max(x + 3, 0), 6) / 6 (PyTorch's
+	// Hardsigmoid). dst may be x.
+	HardSigmoid(dst, x *Tensor)
 	// LayerNorm normalises x over its last dimension and applies the affine
 	// weight and bias (shape [last], nil to skip). dst may be x.
 	LayerNorm(dst, x, weight, bias *Tensor, p LayerNormParams)
@@ -136,6 +145,10 @@ type Ops interface {
 	ReLU(dst, x *Tensor)
 	// Scale sets dst = s · x. dst may be x.
 	Scale(dst, x *Tensor, s float32)
+	// ScaleNorm normalises x over its last dimension (D elements) by its
+	// scaled L2 norm, as RTMPose's ScaleNorm: dst = x / max(‖x‖₂·Scale,
+	// Eps) · Gain (see [ScaleNormParams] for the defaults). dst may be x.
+	ScaleNorm(dst, x *Tensor, p ScaleNormParams)
 	// Sigmoid sets dst = 1 / (1 + exp(−x)). dst may be x.
 	Sigmoid(dst, x *Tensor)
 	// SiLU sets dst = x · sigmoid(x). dst may be x.

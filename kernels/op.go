@@ -17,9 +17,11 @@ const (
 	OpConv1D
 	OpConv2D
 	OpCopy
+	OpDepthwiseConv2D
 	OpGEGLU
 	OpGELU
 	OpGroupNorm
+	OpHardSigmoid
 	OpLayerNorm
 	OpL2Norm
 	OpLinear
@@ -29,6 +31,7 @@ const (
 	OpPermute
 	OpReLU
 	OpScale
+	OpScaleNorm
 	OpSigmoid
 	OpSiLU
 	OpSoftmax
@@ -46,9 +49,11 @@ var opNames = [opCount]string{
 	OpConv1D:           "conv1d",
 	OpConv2D:           "conv2d",
 	OpCopy:             "copy",
+	OpDepthwiseConv2D:  "depthwise_conv2d",
 	OpGEGLU:            "geglu",
 	OpGELU:             "gelu",
 	OpGroupNorm:        "group_norm",
+	OpHardSigmoid:      "hard_sigmoid",
 	OpLayerNorm:        "layer_norm",
 	OpL2Norm:           "l2_norm",
 	OpLinear:           "linear",
@@ -58,6 +63,7 @@ var opNames = [opCount]string{
 	OpPermute:          "permute",
 	OpReLU:             "relu",
 	OpScale:            "scale",
+	OpScaleNorm:        "scale_norm",
 	OpSigmoid:          "sigmoid",
 	OpSiLU:             "silu",
 	OpSoftmax:          "softmax",
@@ -183,4 +189,29 @@ func Pool2D(k, s, pad int) Pool2DParams {
 func (p Pool2DParams) OutSize(h, w int) (int, int) {
 	return (h+p.PadTop+p.PadBottom-p.KernelH)/max(p.StrideH, 1) + 1,
 		(w+p.PadLeft+p.PadRight-p.KernelW)/max(p.StrideW, 1) + 1
+}
+
+// ScaleNormParams configures [Ops.ScaleNorm]. A zero Scale means
+// 1/sqrt(D) for rows of D elements (RTMPose's ScaleNorm); a zero Gain
+// means 1.
+type ScaleNormParams struct {
+	Eps   float32
+	Gain  float32
+	Scale float32
+}
+
+// RowScale returns the effective Scale for rows of d elements.
+func (p ScaleNormParams) RowScale(d int) float32 {
+	if p.Scale != 0 {
+		return p.Scale
+	}
+	return float32(1 / math.Sqrt(float64(d)))
+}
+
+// RowGain returns the effective Gain.
+func (p ScaleNormParams) RowGain() float32 {
+	if p.Gain != 0 {
+		return p.Gain
+	}
+	return 1
 }

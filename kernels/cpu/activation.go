@@ -123,3 +123,14 @@ func softmaxRow(kern *microKernel, dst, x []float32) {
 		dst[i] *= inv
 	}
 }
+
+// HardSigmoid implements [kernels.Ops.HardSigmoid] as PyTorch's CPU kernel
+// computes it: min(max(x + 3, 0), 6) / 6 in float32.
+func (b *Backend) HardSigmoid(dst, x *kernels.Tensor) {
+	b.unary("HardSigmoid", dst, x, func(d, s []float32) {
+		d = d[:len(s)]
+		for i, v := range s {
+			d[i] = min(max(v+3, 0), 6) / 6
+		}
+	})
+}

@@ -134,3 +134,33 @@ func affine(dst, x []float32, mean, scale, shift float32) {
 		dst[i] = (v-mean)*scale + shift
 	}
 }
+
+// ScaleNorm implements [kernels.Ops.ScaleNorm]; rows are spread over the
+// threads. The sum of squares accumulates in float64, and each element is
+// divided by the clamped norm and then multiplied by the gain, in the
+// order PyTorch's x / norm.clamp(min=eps) * g takes.
+func (b *Backend) ScaleNorm(dst, x *kernels.Tensor, p kernels.ScaleNormParams) {
+	const op = "ScaleNorm"
+	xd, dd := hostData(op, x), hostData(op, dst)
+	check(x.Rank() >= 1, op, "x is %v, want rank ≥ 1", x)
+	checkShape(op, "dst", dst, x.Shape()...)
+	d := x.Dim(-1)
+	if d == 0 || x.Len() == 0 {
+		return
+	}
+	rows := x.Len() / d
+	scale, gain := p.RowScale(d), p.RowGain()
+	b.forChunks(rows, max(1, elemChunk/d), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			src, out := xd[r*d:(r+1)*d], dd[r*d:(r+1)*d]
+			var s float64
+			for _, v := range src {
+				s += float64(v) * float64(v)
+			}
+			n := max(float32(math.Sqrt(s))*scale, p.Eps)
+			for i, v := range src {
+				out[i] = v / n * gain
+			}
+		}
+	})
+}

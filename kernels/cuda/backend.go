@@ -103,10 +103,11 @@ func (b *Backend) Precision() kernels.Precision { return b.prec }
 // Supports reports whether op is implemented.
 func (b *Backend) Supports(op kernels.Op) bool {
 	switch op {
-	case kernels.OpAdd, kernels.OpCopy, kernels.OpGELU, kernels.OpLinear, kernels.OpMatMul, kernels.OpMul,
-		kernels.OpReLU, kernels.OpScale, kernels.OpSigmoid, kernels.OpSiLU, kernels.OpSoftmax:
+	case kernels.OpAdd, kernels.OpCopy, kernels.OpGELU, kernels.OpHardSigmoid, kernels.OpLinear, kernels.OpMatMul,
+		kernels.OpMul, kernels.OpReLU, kernels.OpScale, kernels.OpSigmoid, kernels.OpSiLU, kernels.OpSoftmax:
 		return true
-	case kernels.OpConv1D, kernels.OpConv2D, kernels.OpGroupNorm, kernels.OpLayerNorm, kernels.OpL2Norm:
+	case kernels.OpConv1D, kernels.OpConv2D, kernels.OpDepthwiseConv2D, kernels.OpGroupNorm, kernels.OpLayerNorm,
+		kernels.OpL2Norm, kernels.OpScaleNorm:
 		return true
 	case kernels.OpAttention, kernels.OpAvgPool2D, kernels.OpConcat, kernels.OpGEGLU, kernels.OpMaxPool2D,
 		kernels.OpPermute, kernels.OpUpsampleBilinear, kernels.OpUpsampleNearest:

@@ -143,3 +143,6 @@ func broadcastPlan(op string, a, x []int) (sizes, strides []int) {
 	}
 	return sizes, strides
 }
+
+// HardSigmoid implements [kernels.Ops.HardSigmoid].
+func (b *Backend) HardSigmoid(dst, x *kernels.Tensor) { b.unary("HardSigmoid", "hard_sigmoid", dst, x) }

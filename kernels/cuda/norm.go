@@ -79,3 +79,23 @@ func (b *Backend) L2Norm(dst, x, weight *kernels.Tensor, eps float32) {
 		b.ptr(op, "dst", dst), b.ptr(op, "x", x), b.ptr(op, "weight", weight),
 		int32(n*plane), int32(c), int32(plane), eps)
 }
+
+// ScaleNorm implements [kernels.Ops.ScaleNorm]: scale_norm_f32, one warp
+// per row of the last dimension, 8 rows per block.
+func (b *Backend) ScaleNorm(dst, x *kernels.Tensor, p kernels.ScaleNormParams) {
+	const op = "ScaleNorm"
+	check(x != nil, op, "x is nil")
+	check(x.Rank() >= 1, op, "x is %v, want rank ≥ 1", x)
+	checkShape(op, "dst", dst, x.Shape()...)
+	d := x.Dim(-1)
+	i32(op, x.Len())
+	if d == 0 || x.Len() == 0 {
+		return
+	}
+	rows := x.Len() / d
+	const warps = normBlock / 32
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.launch(op, "scale_norm", D1(min(ceilDiv(rows, warps), 4*b.gridLimit)), D1(normBlock), 0,
+		b.ptr(op, "dst", dst), b.ptr(op, "x", x), int32(rows), int32(d), p.RowScale(d), p.Eps, p.RowGain())
+}

@@ -169,6 +169,40 @@ func convCases() []testCase {
 			}
 		}})
 	}
+	type dw struct {
+		n, c, h, w, kh, kw int
+		p                  kernels.Conv2DParams
+		bias               bool
+	}
+	for _, c := range []dw{
+		{1, 1, 1, 1, 1, 1, pad(1, 0), true},
+		{2, 3, 9, 7, 5, 5, pad(1, 2), true},     // CSPNeXt's 5×5 blocks
+		{1, 16, 24, 18, 5, 5, pad(1, 2), false}, // wider than the tile of a thread block
+		{2, 5, 11, 13, 3, 3, pad(2, 1), true},
+		{1, 4, 6, 10, 2, 3, kernels.Conv2DParams{PadTop: 2, PadLeft: 1, PadRight: 3, StrideH: 3, StrideW: 2}, true},
+		{1, 2, 3, 3, 5, 5, pad(1, 2), true}, // kernel larger than the image
+		{1, 64, 48, 36, 5, 5, pad(1, 2), true},
+	} {
+		name := fmt.Sprintf("n%d_c%d_%dx%d_k%dx%d_s%d%d_p%d%d%d%d", c.n, c.c, c.h, c.w, c.kh, c.kw,
+			c.p.StrideH, c.p.StrideW, c.p.PadTop, c.p.PadBottom, c.p.PadLeft, c.p.PadRight)
+		cs = append(cs, testCase{kernels.OpDepthwiseConv2D, name, func(h *harness) {
+			x, xt := h.input(1, c.n, c.c, c.h, c.w)
+			w, wt := h.input(1/math.Sqrt(float64(c.kh*c.kw)), c.c, 1, c.kh, c.kw)
+			var bias []float64
+			var bt *kernels.Tensor
+			if c.bias {
+				bias, bt = h.input(0.5, c.c)
+			}
+			want, mag, ho, wo := refDepthwise(x, c.n, c.c, c.h, c.w, w, c.kh, c.kw, bias,
+				max(c.p.StrideH, 1), max(c.p.StrideW, 1), c.p.PadTop, c.p.PadBottom, c.p.PadLeft, c.p.PadRight)
+			ww := h.weight(w, c.c, 1, c.kh, c.kw)
+			for _, w := range []*kernels.Tensor{wt, ww} {
+				dst := h.output(c.n, c.c, ho, wo)
+				h.b.DepthwiseConv2D(dst, xt, w, bt, c.p)
+				h.check(dst, want, h.tolSum(mag))
+			}
+		}})
+	}
 	type conv1 struct{ n, c, l, co, k, stride, pad int }
 	for _, c := range []conv1{{1, 1, 1, 1, 1, 1, 0}, {2, 5, 17, 7, 3, 1, 1}, {2, 7, 33, 9, 3, 2, 1}, {1, 80, 100, 32, 3, 1, 1}, {1, 32, 100, 32, 3, 2, 1}} {
 		name := fmt.Sprintf("n%d_c%d_l%d_co%d_k%d_s%d_p%d", c.n, c.c, c.l, c.co, c.k, c.stride, c.pad)
@@ -367,6 +401,41 @@ func normCases() []testCase {
 			h.check(dst, want, h.tolNorm())
 		}})
 	}
+	type sn struct {
+		shape []int
+		p     kernels.ScaleNormParams
+	}
+	for _, c := range []sn{
+		{[]int{1, 1}, kernels.ScaleNormParams{Eps: 1e-5}},
+		{[]int{3, 7, 33}, kernels.ScaleNormParams{Eps: 1e-5, Gain: 1.3}},
+		{[]int{2, 133, 108}, kernels.ScaleNormParams{Eps: 1e-5, Gain: 0.8}}, // RTMCC's mlp
+		{[]int{5, 300}, kernels.ScaleNormParams{Eps: 1e-5, Scale: 0.5, Gain: -2}},
+		{[]int{4, 17}, kernels.ScaleNormParams{Eps: 0.5, Gain: 1.1}}, // the clamp: rows 0 and 2 are small
+	} {
+		name := fmt.Sprintf("%v_%+v", c.shape, c.p)
+		for _, inPlace := range []bool{false, true} {
+			cs = append(cs, testCase{kernels.OpScaleNorm, name + map[bool]string{true: "_inplace"}[inPlace], func(h *harness) {
+				x, _ := h.input(2, c.shape...)
+				d := c.shape[len(c.shape)-1]
+				if c.p.Eps >= 0.5 {
+					for i := range d {
+						x[i] *= 1e-3
+						x[2*d+i] = 0
+					}
+				}
+				xt := h.upload(x, c.shape...)
+				want := refScaleNorm(x, d, float64(c.p.RowScale(d)), float64(c.p.Eps), float64(c.p.RowGain()))
+				dst := h.output(c.shape...)
+				src := xt
+				if inPlace {
+					h.b.Copy(dst, xt)
+					src = dst
+				}
+				h.b.ScaleNorm(dst, src, c.p)
+				h.check(dst, want, h.tolNorm())
+			}})
+		}
+	}
 	return cs
 }
 
@@ -383,6 +452,7 @@ func pointwiseCases() []testCase {
 		{kernels.OpSigmoid, refSigmoid, func(b kernels.Backend, d, x *kernels.Tensor) { b.Sigmoid(d, x) }},
 		{kernels.OpReLU, func(x float64) float64 { return math.Max(x, 0) }, func(b kernels.Backend, d, x *kernels.Tensor) { b.ReLU(d, x) }},
 		{kernels.OpScale, func(x float64) float64 { return x * float64(float32(-0.7)) }, func(b kernels.Backend, d, x *kernels.Tensor) { b.Scale(d, x, -0.7) }},
+		{kernels.OpHardSigmoid, refHardSigmoid, func(b kernels.Backend, d, x *kernels.Tensor) { b.HardSigmoid(d, x) }},
 	}
 	for _, u := range unary {
 		for _, shape := range [][]int{{1}, {17}, {3, 100003}} {

@@ -19,13 +19,15 @@
 // The values the harness uploads are float32, and the reference is
 // computed from exactly those values.
 //
-//   - GEMM-like ops (Linear, MatMul, Conv1D, Conv2D): magRel 2e-6 (float32
-//     accumulation over K terms), abs 1e-6; 1e-5 of the magnitude for the
-//     3×3 shapes where a backend may use Winograd F(4×4, 3×3).
+//   - GEMM-like ops (Linear, MatMul, Conv1D, Conv2D, DepthwiseConv2D):
+//     magRel 2e-6 (float32 accumulation over K terms), abs 1e-6; 1e-5 of
+//     the magnitude for the 3×3 shapes where a backend may use Winograd
+//     F(4×4, 3×3).
 //   - Attention: magRel 1e-5, abs 2e-6.
-//   - Pointwise activations, AvgPool2D: rel 2e-6, abs 2e-6.
-//   - Normalisations (GroupNorm, LayerNorm, L2Norm), UpsampleBilinear:
-//     rel 1e-5, abs 1e-5. Softmax: rel 2e-6, abs 1e-7.
+//   - Pointwise activations (HardSigmoid included), AvgPool2D: rel 2e-6,
+//     abs 2e-6.
+//   - Normalisations (GroupNorm, LayerNorm, L2Norm, ScaleNorm),
+//     UpsampleBilinear: rel 1e-5, abs 1e-5. Softmax: rel 2e-6, abs 1e-7.
 //   - Add and Mul: exact against the float32-rounded result.
 //   - Ops that only move elements (Copy, Permute, Concat, UpsampleNearest,
 //     MaxPool2D): exact.

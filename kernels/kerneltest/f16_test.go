@@ -78,12 +78,17 @@ func (r *rounding) Conv2D(dst, x, w, bias *kernels.Tensor, p kernels.Conv2DParam
 	r.fix(dst)
 }
 func (r *rounding) Copy(dst, src *kernels.Tensor) { r.Backend.Copy(dst, src); r.fix(dst) }
-func (r *rounding) GEGLU(dst, x *kernels.Tensor)  { r.Backend.GEGLU(dst, x); r.fix(dst) }
-func (r *rounding) GELU(dst, x *kernels.Tensor)   { r.Backend.GELU(dst, x); r.fix(dst) }
+func (r *rounding) DepthwiseConv2D(dst, x, w, bias *kernels.Tensor, p kernels.Conv2DParams) {
+	r.Backend.DepthwiseConv2D(dst, x, w, bias, p)
+	r.fix(dst)
+}
+func (r *rounding) GEGLU(dst, x *kernels.Tensor) { r.Backend.GEGLU(dst, x); r.fix(dst) }
+func (r *rounding) GELU(dst, x *kernels.Tensor)  { r.Backend.GELU(dst, x); r.fix(dst) }
 func (r *rounding) GroupNorm(dst, x, weight, bias *kernels.Tensor, p kernels.GroupNormParams) {
 	r.Backend.GroupNorm(dst, x, weight, bias, p)
 	r.fix(dst)
 }
+func (r *rounding) HardSigmoid(dst, x *kernels.Tensor) { r.Backend.HardSigmoid(dst, x); r.fix(dst) }
 func (r *rounding) LayerNorm(dst, x, weight, bias *kernels.Tensor, p kernels.LayerNormParams) {
 	r.Backend.LayerNorm(dst, x, weight, bias, p)
 	r.fix(dst)
@@ -111,9 +116,13 @@ func (r *rounding) Permute(dst, x *kernels.Tensor, perm ...int) {
 }
 func (r *rounding) ReLU(dst, x *kernels.Tensor)             { r.Backend.ReLU(dst, x); r.fix(dst) }
 func (r *rounding) Scale(dst, x *kernels.Tensor, s float32) { r.Backend.Scale(dst, x, s); r.fix(dst) }
-func (r *rounding) Sigmoid(dst, x *kernels.Tensor)          { r.Backend.Sigmoid(dst, x); r.fix(dst) }
-func (r *rounding) SiLU(dst, x *kernels.Tensor)             { r.Backend.SiLU(dst, x); r.fix(dst) }
-func (r *rounding) Softmax(dst, x *kernels.Tensor)          { r.Backend.Softmax(dst, x); r.fix(dst) }
+func (r *rounding) ScaleNorm(dst, x *kernels.Tensor, p kernels.ScaleNormParams) {
+	r.Backend.ScaleNorm(dst, x, p)
+	r.fix(dst)
+}
+func (r *rounding) Sigmoid(dst, x *kernels.Tensor) { r.Backend.Sigmoid(dst, x); r.fix(dst) }
+func (r *rounding) SiLU(dst, x *kernels.Tensor)    { r.Backend.SiLU(dst, x); r.fix(dst) }
+func (r *rounding) Softmax(dst, x *kernels.Tensor) { r.Backend.Softmax(dst, x); r.fix(dst) }
 func (r *rounding) UpsampleNearest(dst, x *kernels.Tensor) {
 	r.Backend.UpsampleNearest(dst, x)
 	r.fix(dst)

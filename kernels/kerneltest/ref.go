@@ -362,3 +362,41 @@ func refL2Norm(x []float64, n, c, plane int, wt []float64, eps float64) []float6
 	}
 	return out
 }
+
+// refDepthwise is refConv2D with one filter per channel: x [n, c, h, w],
+// wt [c, 1, kh, kw].
+func refDepthwise(x []float64, n, c, h, w int, wt []float64, kh, kw int, bias []float64,
+	sh, sw, pt, pb, pl, pr int) (out, mag []float64, ho, wo int) {
+	for b := range n {
+		for ch := range c {
+			var bc []float64
+			if bias != nil {
+				bc = bias[ch : ch+1]
+			}
+			o, m, oh, ow := refConv2D(x[(b*c+ch)*h*w:(b*c+ch+1)*h*w], 1, 1, h, w, wt[ch*kh*kw:(ch+1)*kh*kw], 1, kh, kw, bc,
+				sh, sw, pt, pb, pl, pr)
+			out, mag, ho, wo = append(out, o...), append(mag, m...), oh, ow
+		}
+	}
+	return out, mag, ho, wo
+}
+
+// refHardSigmoid is min(max(x + 3, 0), 6) / 6.
+func refHardSigmoid(x float64) float64 { return math.Min(math.Max(x+3, 0), 6) / 6 }
+
+// refScaleNorm normalises each row of d elements: x / max(‖x‖·scale, eps)
+// · gain.
+func refScaleNorm(x []float64, d int, scale, eps, gain float64) []float64 {
+	out := make([]float64, len(x))
+	for r := 0; r < len(x); r += d {
+		var s float64
+		for _, v := range x[r : r+d] {
+			s += v * v
+		}
+		n := math.Max(math.Sqrt(s)*scale, eps)
+		for i, v := range x[r : r+d] {
+			out[r+i] = v / n * gain
+		}
+	}
+	return out
+}

@@ -25,6 +25,10 @@ void emu_run_silu_f32(const uint64_t *a) {
 	silu_f32(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_i32(a[2]));
 }
 
+void emu_run_hard_sigmoid_f32(const uint64_t *a) {
+	hard_sigmoid_f32(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_i32(a[2]));
+}
+
 void emu_run_gelu_f32(const uint64_t *a) {
 	gelu_f32(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_i32(a[2]));
 }

@@ -17,3 +17,7 @@ void emu_run_layer_norm_f16(const uint64_t *a) {
 void emu_run_l2_norm_f16(const uint64_t *a) {
 	l2_norm_f16(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_ptr(a[2]), emu_arg_i32(a[3]), emu_arg_i32(a[4]), emu_arg_i32(a[5]), emu_arg_f32(a[6]));
 }
+
+void emu_run_scale_norm_f16(const uint64_t *a) {
+	scale_norm_f16(emu_arg_ptr(a[0]), emu_arg_ptr(a[1]), emu_arg_i32(a[2]), emu_arg_i32(a[3]), emu_arg_f32(a[4]), emu_arg_f32(a[5]), emu_arg_f32(a[6]));
+}

@@ -34,6 +34,17 @@ KERNEL void KNAME(silu)(st_t *dst, const st_t *x, int n) {
 	}
 }
 
+// hard_sigmoid is PyTorch's Hardsigmoid as its CPU kernel computes it,
+// min(max(x + 3, 0), 6) / 6 (a true division); NaN stays NaN.
+KERNEL void KNAME(hard_sigmoid)(st_t *dst, const st_t *x, int n) {
+	GRID_STRIDE(i, n) {
+		float t = ldf(x[i]) + 3.0f;
+		t = t < 0.0f ? 0.0f : t;
+		t = t > 6.0f ? 6.0f : t;
+		dst[i] = stf(t / 6.0f);
+	}
+}
+
 // GELU with the exact Φ, written with erfc so that the left tail keeps its
 // relative precision: x·Φ(x) = x·erfc(−x/√2)/2.
 KERNEL void KNAME(gelu)(st_t *dst, const st_t *x, int n) {

@@ -1,8 +1,8 @@
-// norm.cu: GroupNorm (with optional fused SiLU), LayerNorm and L2Norm,
-// fp32 throughout. Mean and variance are computed in two passes (the
-// variance as the mean of squared deviations from the mean), which avoids
-// the cancellation of E[x²] − E[x]² for inputs whose mean is large next to
-// their spread.
+// norm.cu: GroupNorm (with optional fused SiLU), LayerNorm, L2Norm and
+// ScaleNorm, fp32 throughout. Mean and variance are computed in two passes
+// (the variance as the mean of squared deviations from the mean), which
+// avoids the cancellation of E[x²] − E[x]² for inputs whose mean is large
+// next to their spread.
 #include "common.cuh"
 
 __device__ __forceinline__ float norm_silu(float v) { return v / (1.0f + expf(-v)); }
@@ -107,5 +107,28 @@ KERNEL void KNAME(l2_norm)(st_t *dst, const st_t *x, const st_t *weight, int npo
 			size_t o = base + (size_t)ch * plane;
 			dst[o] = stf(ldf(x[o]) / den * ldf(weight[ch]));
 		}
+	}
+}
+
+// scale_norm_f32 sets each of rows rows of d contiguous elements to x /
+// max(sqrt(Σ x²)·scale, eps) · gain (RTMPose's ScaleNorm; NaN stays NaN).
+// One warp per row, as layer_norm; the division comes before the gain, as
+// in PyTorch. dst may be x: every lane reads its elements before the warp
+// reduction and writes only those.
+KERNEL void KNAME(scale_norm)(st_t *dst, const st_t *x, int rows, int d, float scale, float eps, float gain) {
+	int lane = threadIdx.x & 31;
+	int warps = (blockDim.x >> 5) * gridDim.x;
+	for (int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += warps) {
+		const st_t *xr = x + (size_t)r * d;
+		st_t *dr = dst + (size_t)r * d;
+		float q = 0.0f;
+		for (int i = lane; i < d; i += 32) {
+			float v = ldf(xr[i]);
+			q = fmaf(v, v, q);
+		}
+		float nrm = sqrtf(warp_sum(q)) * scale;
+		nrm = nrm < eps ? eps : nrm;
+		for (int i = lane; i < d; i += 32)
+			dr[i] = stf(ldf(xr[i]) / nrm * gain);
 	}
 }
