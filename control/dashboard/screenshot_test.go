@@ -68,6 +68,7 @@ func TestScreenshots(t *testing.T) {
 		t.Skip("not under -race: the plain test pass runs it")
 	}
 	dir := screenshotDir(t)
+	began := time.Now()
 	clock := &fakeClock{t: time.Date(2026, 3, 14, 8, 0, 0, 0, time.UTC)}
 	e := startWith(t, func(c *control.Config) {
 		c.PublicAPIKeys = []string{publicKey}
@@ -170,6 +171,7 @@ func TestScreenshots(t *testing.T) {
 		sample()
 	}
 
+	t.Logf("an hour of the fleet simulated in %v", time.Since(began).Round(time.Millisecond))
 	// The last minute: everyone at work reports progress twice, so that
 	// the fleet shows frames per second; one worker is drained; the
 	// flaky one is offline, its last self-check failed.
