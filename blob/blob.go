@@ -6,6 +6,8 @@ package blob
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +23,10 @@ type Info struct {
 	Key      string
 	Size     int64
 	Modified time.Time
+	// SHA1 is the object's SHA-1 in lower-case hex when the store records
+	// it (B2 does, for every upload), else "". Digest fills it in for any
+	// store.
+	SHA1 string
 }
 
 // Store is an object store. Put is atomic: readers see the whole object or
@@ -63,4 +69,40 @@ func ValidateKey(key string) error {
 		}
 	}
 	return nil
+}
+
+// Digest describes the object at key with its size and SHA-1: from Stat
+// when the store records the SHA-1 (B2: one listing call), else by reading
+// the whole object (the size is then the bytes read, so both describe the
+// same version). Missing keys wrap ErrNotFound.
+func Digest(ctx context.Context, s Store, key string) (Info, error) {
+	info, err := s.Stat(ctx, key)
+	if err != nil || info.SHA1 != "" {
+		return info, err
+	}
+	rc, err := s.Get(ctx, key)
+	if err != nil {
+		return Info{}, err
+	}
+	defer rc.Close()
+	h := sha1.New()
+	n, err := io.Copy(h, rc)
+	if err != nil {
+		return Info{}, fmt.Errorf("blob: hashing %q: %w", key, err)
+	}
+	info.Size, info.SHA1 = n, hex.EncodeToString(h.Sum(nil))
+	return info, nil
+}
+
+// ValidSHA1 reports whether s is a SHA-1 in lower-case hex (40 digits).
+func ValidSHA1(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -296,7 +296,29 @@ func (b *B2) Stat(ctx context.Context, key string) (blob.Info, error) {
 	if err != nil {
 		return blob.Info{}, wrapErr(ctx, opCtx, what, err)
 	}
-	return blob.Info{Key: key, Size: f.Size, Modified: f.Timestamp}, nil
+	return blob.Info{Key: key, Size: f.Size, Modified: f.Timestamp, SHA1: recordedSHA1(f)}, nil
+}
+
+// recordedSHA1 is the SHA-1 B2 recorded for f, or "": contentSha1 for
+// simple uploads, the large_file_sha1 file info (which Put sets) for large
+// files, whose contentSha1 is "none". A SHA-1 B2 marks "unverified:" was
+// given by the uploader and not checked by B2, so it is not used.
+func recordedSHA1(f *base.File) string {
+	if f.Info == nil {
+		return ""
+	}
+	sha := strings.ToLower(f.Info.SHA1)
+	if sha == "none" || sha == "" {
+		for k, v := range f.Info.Info {
+			if strings.EqualFold(k, "large_file_sha1") {
+				sha = strings.ToLower(v)
+			}
+		}
+	}
+	if !blob.ValidSHA1(sha) {
+		return ""
+	}
+	return sha
 }
 
 // lookup returns the current version of key, or blob.ErrNotFound.

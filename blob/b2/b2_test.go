@@ -3,6 +3,8 @@ package b2_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -110,6 +112,31 @@ func TestLargeObjectRealPartSize(t *testing.T) {
 	info, err := s.Stat(context.Background(), "big/11mb.bin")
 	if err != nil || info.Size != int64(len(data)) {
 		t.Fatalf("Stat = %+v, %v", info, err)
+	}
+}
+
+// Stat reports the SHA-1 B2 recorded, for simple and large files alike,
+// so that blob.Digest needs no download (the control plane checks a
+// completing attempt's object with it).
+func TestStatReportsRecordedSHA1(t *testing.T) {
+	srv := newServer(t)
+	s := newStore(t, srv)
+	for _, n := range []int{1, testPart, 3*testPart + 7} {
+		data := blobtest.Data(n, uint64(n))
+		key := fmt.Sprintf("sha/%d", n)
+		put(t, s, key, data)
+		sum := sha1.Sum(data)
+		info, err := s.Stat(context.Background(), key)
+		if err != nil || info.SHA1 != hex.EncodeToString(sum[:]) {
+			t.Fatalf("Stat(%s) = %+v, %v; want SHA-1 %x", key, info, err, sum)
+		}
+	}
+	before := srv.Calls("b2_download_file_by_name")
+	if _, err := blob.Digest(context.Background(), s, "sha/1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.Calls("b2_download_file_by_name"); n != before {
+		t.Errorf("Digest downloaded the object (%d downloads); B2's record should do", n-before)
 	}
 }
 

@@ -5,6 +5,8 @@ package blobtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +46,18 @@ func Run(t *testing.T, newStore func(t *testing.T) blob.Store, extraSizes ...int
 			// Clocks of a remote store may differ a little from ours.
 			if info.Modified.Before(before.Add(-time.Minute)) || info.Modified.After(after.Add(time.Minute)) {
 				t.Fatalf("Stat(%q).Modified = %v, want about %v", key, info.Modified, before)
+			}
+			sum := sha1.Sum(want)
+			wantSHA := hex.EncodeToString(sum[:])
+			if info.SHA1 != "" && info.SHA1 != wantSHA {
+				t.Fatalf("Stat(%q).SHA1 = %s, want %s or none", key, info.SHA1, wantSHA)
+			}
+			d, err := blob.Digest(context.Background(), s, key)
+			if err != nil {
+				t.Fatalf("Digest(%q): %v", key, err)
+			}
+			if d.Size != int64(n) || d.SHA1 != wantSHA {
+				t.Fatalf("Digest(%q) = size %d SHA-1 %s, want %d %s", key, d.Size, d.SHA1, n, wantSHA)
 			}
 		}
 	})
