@@ -1,11 +1,13 @@
 package model_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/avatargen/musetalk/internal/golden"
 	"github.com/avatargen/musetalk/kernels"
 	"github.com/avatargen/musetalk/kernels/kerneltest"
+	"github.com/avatargen/musetalk/media"
 	"github.com/avatargen/musetalk/musetalk/model"
 	"github.com/avatargen/musetalk/musetalk/model/weights"
 )
@@ -111,6 +113,36 @@ func TestForwardFreesItsTemporaries(t *testing.T) {
 						t.Fatal(err)
 					}
 					return []*kernels.Tensor{out}
+				})
+				be.Free(x)
+				checkClosed(t, be, net.Close)
+			})
+			t.Run("dwpose", func(t *testing.T) {
+				if nb.Name != "cpu" {
+					t.Skip("checked on the CPU backend") // as BiSeNet: model code, 50 s on the emulator
+				}
+				c := golden.Load(t, "k_dwpose_model")
+				cfg, err := model.InferDWPoseConfig(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				be := kerneltest.NewCounting(nb.New(t))
+				net, err := model.NewDWPose(be, cfg, c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				set := c.Set(t)
+				x := kernels.Upload(be, set.Float32s(t, "input.model_input"), set.Get(t, "input.model_input").Shape...)
+				frame := media.NewImage8(40, 30, 3)
+				checkPasses(t, be, func() []*kernels.Tensor {
+					if _, err := net.Keypoints(context.Background(), frame, model.WholeFrameBox(40, 30)); err != nil {
+						t.Fatal(err)
+					}
+					sx, sy, err := net.Forward(x)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return []*kernels.Tensor{sx, sy}
 				})
 				be.Free(x)
 				checkClosed(t, be, net.Close)
