@@ -1,6 +1,7 @@
 package control
 
 import (
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/avatargen/musetalk/blob"
+	"github.com/avatargen/musetalk/control/store"
 	"github.com/avatargen/musetalk/protocol"
 )
 
@@ -107,10 +109,17 @@ func parseOutputKey(key string) (jobID string, attempt int, ok bool) {
 }
 
 // handleBlobPut lets a worker upload an attempt's output through the
-// control plane. Only attempt-scoped output keys of attempts that were
-// handed out are accepted, never a job's already published output, and
-// at most MaxOutputBytes. The store's Put is atomic, so a cut-off upload
-// leaves nothing behind.
+// control plane. The upload is fenced like the attempt calls: the
+// Musetalk-Attempt and Musetalk-Token headers must name the job's current
+// running attempt and its token (409 stale_token otherwise), and the key
+// must be that attempt's output key, so a worker whose lease was lost can
+// never overwrite what the current attempt uploaded. At most
+// MaxOutputBytes; the store's Put is atomic, so a cut-off upload leaves
+// nothing behind.
+//
+// The check comes before the upload: an attempt that loses its lease while
+// its upload streams still writes its own attempt-scoped key, which is
+// never published (complete is fenced, and checks the object's SHA-1).
 func (s *Server) handleBlobPut(w http.ResponseWriter, r *http.Request) error {
 	key := r.PathValue("key")
 	if err := validKey(key, "key"); err != nil {
@@ -123,6 +132,14 @@ func (s *Server) handleBlobPut(w http.ResponseWriter, r *http.Request) error {
 	}
 	ri := info(r.Context())
 	ri.jobID, ri.attempt = jobID, attempt
+	fenceAttempt, token, err := uploadFence(r)
+	if err != nil {
+		return err
+	}
+	if fenceAttempt != attempt {
+		return badRequest("key: %q is not the output key of attempt %d (%s header); want %q",
+			key, fenceAttempt, protocol.AttemptHeader, outputKey(jobID, fenceAttempt))
+	}
 	limit := s.cfg.MaxOutputBytes
 	if r.ContentLength > limit {
 		return tooLarge("body: %d bytes exceeds the output limit of %d bytes", r.ContentLength, limit)
@@ -136,10 +153,11 @@ func (s *Server) handleBlobPut(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("reading job %s: %w", jobID, err)
 	}
 	switch {
-	case attempt > job.Attempt:
-		return conflict("key: attempt %d of job %s has not been handed out", attempt, jobID)
 	case job.State == protocol.JobSucceeded && job.OutputKey == key:
 		return conflict("key: %q is the job's published output and cannot be replaced", key)
+	case job.State != protocol.JobRunning || job.Attempt != attempt ||
+		subtle.ConstantTimeCompare([]byte(job.Token), []byte(token)) != 1:
+		return attemptError(store.ErrStaleAttempt, jobID, attempt)
 	}
 	body := &limitReader{r: http.MaxBytesReader(w, r.Body, limit)}
 	size := r.ContentLength
@@ -154,6 +172,23 @@ func (s *Server) handleBlobPut(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"key": key, "size": body.n})
 	return nil
+}
+
+// uploadFence reads the attempt and token headers of an output upload.
+func uploadFence(r *http.Request) (int, string, error) {
+	a, token := r.Header.Get(protocol.AttemptHeader), r.Header.Get(protocol.TokenHeader)
+	n, err := strconv.Atoi(a)
+	switch {
+	case a == "":
+		return 0, "", badRequest("%s header: required, the attempt number from the assignment", protocol.AttemptHeader)
+	case err != nil || n < 1:
+		return 0, "", badRequest("%s header: %q is not a positive attempt number", protocol.AttemptHeader, a)
+	case token == "":
+		return 0, "", badRequest("%s header: required, the fencing token from the assignment", protocol.TokenHeader)
+	case len(token) > 256:
+		return 0, "", badRequest("%s header: longer than 256 bytes", protocol.TokenHeader)
+	}
+	return n, token, nil
 }
 
 // limitReader counts what passes and remembers whether the

@@ -3,6 +3,8 @@ package control
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -12,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/textproto"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -75,6 +78,9 @@ type testBundle struct {
 	dbPath string
 	logs   *syncBuffer
 	stored bool // inputs() has stored its objects
+
+	mu       sync.Mutex
+	uploaded map[string][]byte // output key -> what upload stored there
 }
 
 // setup starts a Server over a real SQLite file and a real blob
@@ -262,13 +268,59 @@ func (b *testBundle) claim(id string) *protocol.Assignment {
 	return nil
 }
 
-// upload puts an attempt's output through the internal blob route.
+// upload puts an attempt's output through the internal blob route, fenced
+// with the attempt and its token, and remembers its size and SHA-1 for
+// complete.
 func (b *testBundle) upload(a *protocol.Assignment, content []byte) {
 	b.t.Helper()
-	status, data, _ := b.do("PUT", protocol.InternalBlobPath+a.OutputKey, testInternalKey, "video/mp4", bytes.NewReader(content))
+	status, data := b.putOutput(a.OutputKey, a.Attempt, a.Token, bytes.NewReader(content))
 	if status != http.StatusCreated {
 		b.t.Fatalf("uploading %s: %d %s", a.OutputKey, status, data)
 	}
+	b.setUploaded(a.OutputKey, content)
+}
+
+// setUploaded records content as what was uploaded to key (complete sends
+// its size and SHA-1).
+func (b *testBundle) setUploaded(key string, content []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.uploaded == nil {
+		b.uploaded = map[string][]byte{}
+	}
+	b.uploaded[key] = content
+}
+
+// putOutput PUTs body to key through the internal blob route with the
+// fencing headers (attempt 0 leaves the attempt header out, token "" the
+// token header).
+func (b *testBundle) putOutput(key string, attempt int, token string, body io.Reader) (int, []byte) {
+	b.t.Helper()
+	req, err := http.NewRequest("PUT", b.ts.URL+protocol.InternalBlobPath+key, body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testInternalKey)
+	req.Header.Set("Content-Type", "video/mp4")
+	if attempt != 0 {
+		req.Header.Set(protocol.AttemptHeader, strconv.Itoa(attempt))
+	}
+	if token != "" {
+		req.Header.Set(protocol.TokenHeader, token)
+	}
+	resp, err := b.ts.Client().Do(req)
+	if err != nil {
+		b.t.Fatalf("PUT %s: %v", key, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, data
+}
+
+// digest is content's lower-case hex SHA-1 and size, as complete wants them.
+func digest(content []byte) (string, int64) {
+	sum := sha1.Sum(content)
+	return hex.EncodeToString(sum[:]), int64(len(content))
 }
 
 // attemptCall posts an attempt call (progress, complete, fail, release).
@@ -279,8 +331,20 @@ func (b *testBundle) attemptCall(route, jobID string, body any) (int, []byte) {
 
 func (b *testBundle) complete(a *protocol.Assignment) (int, []byte) {
 	b.t.Helper()
-	return b.attemptCall(protocol.CompleteRoute, a.JobID,
-		protocol.CompleteRequest{Attempt: a.Attempt, Token: a.Token, OutputKey: a.OutputKey})
+	return b.attemptCall(protocol.CompleteRoute, a.JobID, b.completeRequest(a))
+}
+
+// completeRequest is a's complete call, naming what upload stored for it
+// ("x" when nothing was).
+func (b *testBundle) completeRequest(a *protocol.Assignment) protocol.CompleteRequest {
+	b.mu.Lock()
+	content, ok := b.uploaded[a.OutputKey]
+	b.mu.Unlock()
+	if !ok {
+		content = []byte("x")
+	}
+	sha, size := digest(content)
+	return protocol.CompleteRequest{Attempt: a.Attempt, Token: a.Token, OutputKey: a.OutputKey, SHA1: sha, Size: size}
 }
 
 // inputs stores an avatar and an audio object directly in the blob store

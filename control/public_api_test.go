@@ -195,7 +195,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown route", "GET", "/v2/things", "", ``, 404, protocol.CodeNotFound, []string{"/v2/things"}, ""},
 		{"wrong method", "DELETE", "/v1/jobs", testPublicKey, ``, 405, protocol.CodeMethodInvalid, []string{"DELETE"}, ""},
 		{"blob put outside outputs", "PUT", protocol.InternalBlobPath + "inputs/x/avatar.mp4", testInternalKey, `x`, 403, protocol.CodeBadRequest, []string{"outputs/"}, ""},
-		{"blob put unknown job", "PUT", protocol.InternalBlobPath + "outputs/nojob/1.mp4", testInternalKey, `x`, 404, protocol.CodeNotFound, []string{"nojob"}, ""},
+		{"blob put without its attempt", "PUT", protocol.InternalBlobPath + "outputs/nojob/1.mp4", testInternalKey, `x`, 400, protocol.CodeBadRequest, []string{protocol.AttemptHeader}, ""},
 		{"blob get backslash", "GET", protocol.InternalBlobPath + "inputs/a%5Cb", testInternalKey, ``, 400, protocol.CodeBadRequest, []string{"key"}, ""},
 		{"blob get missing", "GET", protocol.InternalBlobPath + "inputs/none", testInternalKey, ``, 404, protocol.CodeNotFound, []string{"inputs/none"}, ""},
 	}

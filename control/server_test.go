@@ -99,20 +99,25 @@ func TestInternalBlobPut(t *testing.T) {
 	a := b.claim("w1")
 	// Over the limit, declared or streamed: 413 and nothing stored.
 	big := bytes.Repeat([]byte("x"), 2048)
-	status, data, _ := b.do("PUT", protocol.InternalBlobPath+a.OutputKey, testInternalKey, "", bytes.NewReader(big))
+	status, data := b.putOutput(a.OutputKey, a.Attempt, a.Token, bytes.NewReader(big))
 	wantError(t, status, data, http.StatusRequestEntityTooLarge, protocol.CodeTooLarge, "1024")
-	status, data, _ = b.do("PUT", protocol.InternalBlobPath+a.OutputKey, testInternalKey, "", struct{ *bytes.Reader }{bytes.NewReader(big)})
+	status, data = b.putOutput(a.OutputKey, a.Attempt, a.Token, struct{ *bytes.Reader }{bytes.NewReader(big)})
 	wantError(t, status, data, http.StatusRequestEntityTooLarge, protocol.CodeTooLarge, "1024")
 	if _, err := b.blobs.Stat(context.Background(), a.OutputKey); err == nil {
 		t.Fatal("an oversized upload was stored")
 	}
 	// An attempt that was never handed out cannot be uploaded.
-	status, data, _ = b.do("PUT", protocol.InternalBlobPath+"outputs/"+job.ID+"/2.mp4", testInternalKey, "", strings.NewReader("x"))
-	wantError(t, status, data, http.StatusConflict, protocol.CodeConflict, "attempt 2")
-	// An empty output cannot complete the job.
+	status, data = b.putOutput("outputs/"+job.ID+"/2.mp4", 2, a.Token, strings.NewReader("x"))
+	wantError(t, status, data, http.StatusConflict, protocol.CodeStaleToken, "attempt 2")
+	// An empty output cannot complete the job (it names a size of 0, or
+	// a positive size the store does not hold).
 	b.upload(a, nil)
 	status, data = b.complete(a)
-	wantError(t, status, data, http.StatusConflict, protocol.CodeConflict, "empty")
+	wantError(t, status, data, http.StatusBadRequest, protocol.CodeBadRequest, "size")
+	req := b.completeRequest(a)
+	req.Size = 1
+	status, data = b.attemptCall(protocol.CompleteRoute, a.JobID, req)
+	wantError(t, status, data, http.StatusConflict, protocol.CodeOutputMismatch, "empty")
 	b.upload(a, []byte("fine"))
 	if status, data := b.complete(a); status != http.StatusOK {
 		t.Fatalf("complete: %d %s", status, data)

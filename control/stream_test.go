@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/avatargen/musetalk/blob"
@@ -71,8 +72,10 @@ func TestResultDownloadCancelledIsNotAWarning(t *testing.T) {
 // A store that fails mid-stream is still a warning.
 func TestResultStreamStoreFailureIsAWarning(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *Config) { c.Blob = failingStore{c.Blob} })
+	fs := &failingStore{}
+	b := setup(t, func(c *Config) { fs.Store = c.Blob; c.Blob = fs })
 	job := b.publish(bytes.Repeat([]byte("x"), 100))
+	fs.armed.Store(true)
 	req, _ := http.NewRequest("GET", b.ts.URL+"/v1/jobs/"+job.ID+"/result", nil)
 	req.Header.Set("Authorization", "Bearer "+testPublicKey)
 	resp, err := b.ts.Client().Do(req)
@@ -90,13 +93,16 @@ func TestResultStreamStoreFailureIsAWarning(t *testing.T) {
 	}
 }
 
-// failingStore's readers fail after 10 bytes.
-type failingStore struct{ blob.Store }
+// failingStore's readers fail after 10 bytes once it is armed.
+type failingStore struct {
+	blob.Store
+	armed atomic.Bool
+}
 
-func (f failingStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+func (f *failingStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	rc, err := f.Store.Get(ctx, key)
-	if err != nil {
-		return nil, err
+	if err != nil || !f.armed.Load() {
+		return rc, err
 	}
 	return struct {
 		io.Reader

@@ -43,7 +43,7 @@ func TestJobTraceIDAndEventParents(t *testing.T) {
 	hdr := http.Header{}
 	propagation.TraceContext{}.Inject(wctx, propagation.HeaderCarrier(hdr))
 	req, _ := http.NewRequest("POST", b.ts.URL+protocol.Path(protocol.CompleteRoute, a.JobID),
-		bytes.NewReader(mustJSON(t, protocol.CompleteRequest{Attempt: a.Attempt, Token: a.Token, OutputKey: a.OutputKey})))
+		bytes.NewReader(mustJSON(t, b.completeRequest(a))))
 	req.Header = hdr
 	req.Header.Set("Authorization", "Bearer "+testInternalKey)
 	req.Header.Set("Content-Type", "application/json")

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -254,9 +255,12 @@ func (s *Server) handleProgress(w http.ResponseWriter, r *http.Request) error {
 }
 
 // handleComplete publishes an attempt's output: the key must be the
-// attempt-scoped one and the object must exist before the job is marked
-// succeeded, and the store's compare-and-set admits only the current
-// attempt. A retried complete of the same attempt answers 200 again.
+// attempt-scoped one, and the object must be in the store with exactly the
+// size and SHA-1 the call names, before the job is marked succeeded; the
+// store's compare-and-set admits only the current attempt. So the
+// published bytes are always the completing attempt's, also when workers
+// write to the object store directly (where uploads cannot be fenced). A
+// retried complete of the same attempt answers 200 again.
 func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) error {
 	var req protocol.CompleteRequest
 	jobID, err := attemptCall(w, r, &req, func() (int, string) { return req.Attempt, req.Token })
@@ -266,6 +270,12 @@ func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	if want := outputKey(jobID, req.Attempt); req.OutputKey != want {
 		return badRequest("output_key: %q is not this attempt's output key; want %q", req.OutputKey, want)
+	}
+	switch {
+	case !blob.ValidSHA1(req.SHA1):
+		return badRequest("sha1: %q is not a SHA-1 in lower-case hex (40 digits) of the uploaded output", req.SHA1)
+	case req.Size <= 0:
+		return badRequest("size: %d; want the uploaded output's size in bytes (positive)", req.Size)
 	}
 	cur, err := s.store.JobGet(ctx, jobID)
 	if err != nil {
@@ -277,14 +287,8 @@ func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) error {
 			subtle.ConstantTimeCompare([]byte(cur.Token), []byte(req.Token)) != 1 {
 			return attemptError(store.ErrStaleAttempt, jobID, req.Attempt)
 		}
-		st, err := s.blob.Stat(ctx, req.OutputKey)
-		switch {
-		case errors.Is(err, blob.ErrNotFound):
-			return conflict("output_key: object %q is not in the object store; upload it before completing", req.OutputKey)
-		case err != nil:
-			return fmt.Errorf("checking output %s: %w", req.OutputKey, err)
-		case st.Size == 0:
-			return conflict("output_key: object %q is empty", req.OutputKey)
+		if err := s.checkOutput(ctx, jobID, &req); err != nil {
+			return err
 		}
 	}
 	job, err := s.store.JobComplete(ctx, &store.JobCompleteParams{
@@ -296,9 +300,36 @@ func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) error {
 	}
 	if !retry {
 		s.jobEvent(ctx, job, "job.succeeded")
-		s.log.InfoContext(ctx, "job succeeded", "job_id", jobID, "attempt", req.Attempt, "output_key", req.OutputKey)
+		s.log.InfoContext(ctx, "job succeeded", "job_id", jobID, "attempt", req.Attempt, "output_key", req.OutputKey,
+			"size", req.Size, "sha1", req.SHA1)
 	}
 	writeJSON(w, http.StatusOK, ack(job))
+	return nil
+}
+
+// checkOutput compares the object a complete names with the size and
+// SHA-1 the worker says it uploaded: 409 output_mismatch when it is
+// missing, empty or different (another writer replaced it, or the upload
+// went wrong), so nothing else is ever published.
+func (s *Server) checkOutput(ctx context.Context, jobID string, req *protocol.CompleteRequest) error {
+	mismatch := func(format string, args ...any) error {
+		return errorf(http.StatusConflict, protocol.CodeOutputMismatch, format, args...)
+	}
+	d, err := blob.Digest(ctx, s.blob, req.OutputKey)
+	switch {
+	case errors.Is(err, blob.ErrNotFound):
+		return mismatch("output_key: object %q is not in the object store; upload it before completing", req.OutputKey)
+	case err != nil:
+		return fmt.Errorf("checking output %s: %w", req.OutputKey, err)
+	case d.Size == 0:
+		return mismatch("output_key: object %q is empty", req.OutputKey)
+	case d.Size != req.Size || d.SHA1 != req.SHA1:
+		s.log.WarnContext(ctx, "output object is not what the attempt uploaded; not published",
+			"job_id", jobID, "attempt", req.Attempt, "output_key", req.OutputKey,
+			"stored_size", d.Size, "stored_sha1", d.SHA1, "size", req.Size, "sha1", req.SHA1)
+		return mismatch("output_key: object %q holds %d bytes with SHA-1 %s, not the %d bytes with SHA-1 %s this attempt uploaded; nothing was published, upload it again",
+			req.OutputKey, d.Size, d.SHA1, req.Size, req.SHA1)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -143,8 +144,11 @@ func TestStaleTokenChangesNothing(t *testing.T) {
 	if cur == nil || cur.JobID != job.ID || cur.Attempt != 2 {
 		t.Fatalf("second attempt: %+v", cur)
 	}
-	// The old worker wakes up and uploads its output to its own key.
-	b.upload(old, []byte("stale output"))
+	// The old worker wakes up and tries to upload its output to its own
+	// key: the upload is fenced like the attempt calls.
+	status, data := b.putOutput(old.OutputKey, old.Attempt, old.Token, strings.NewReader("stale output"))
+	wantError(t, status, data, http.StatusConflict, protocol.CodeStaleToken, "attempt 1")
+	b.setUploaded(old.OutputKey, []byte("stale output"))
 	before := b.getJob(job.ID)
 
 	calls := []struct {
@@ -153,11 +157,11 @@ func TestStaleTokenChangesNothing(t *testing.T) {
 		body  any
 	}{
 		{"progress", protocol.ProgressRoute, protocol.ProgressRequest{Attempt: old.Attempt, Token: old.Token, Progress: protocol.Progress{Stage: "unet", FramesDone: 1}}},
-		{"complete", protocol.CompleteRoute, protocol.CompleteRequest{Attempt: old.Attempt, Token: old.Token, OutputKey: old.OutputKey}},
+		{"complete", protocol.CompleteRoute, b.completeRequest(old)},
 		{"fail", protocol.FailRoute, protocol.FailRequest{Attempt: old.Attempt, Token: old.Token, Error: "boom"}},
 		{"release", protocol.ReleaseRoute, protocol.ReleaseRequest{Attempt: old.Attempt, Token: old.Token}},
 		// The current attempt's number with the old token.
-		{"complete current attempt, old token", protocol.CompleteRoute, protocol.CompleteRequest{Attempt: cur.Attempt, Token: old.Token, OutputKey: cur.OutputKey}},
+		{"complete current attempt, old token", protocol.CompleteRoute, withToken(b.completeRequest(cur), old.Token)},
 		{"fail current attempt, old token", protocol.FailRoute, protocol.FailRequest{Attempt: cur.Attempt, Token: old.Token, Error: "boom"}},
 		{"progress current attempt, old token", protocol.ProgressRoute, protocol.ProgressRequest{Attempt: cur.Attempt, Token: old.Token}},
 		{"release current attempt, old token", protocol.ReleaseRoute, protocol.ReleaseRequest{Attempt: cur.Attempt, Token: old.Token}},
@@ -176,10 +180,12 @@ func TestStaleTokenChangesNothing(t *testing.T) {
 	}
 
 	// The current attempt must name its own output key, and it must exist.
-	status, data := b.attemptCall(protocol.CompleteRoute, job.ID, protocol.CompleteRequest{Attempt: cur.Attempt, Token: cur.Token, OutputKey: old.OutputKey})
+	wrongKey := b.completeRequest(cur)
+	wrongKey.OutputKey = old.OutputKey
+	status, data = b.attemptCall(protocol.CompleteRoute, job.ID, wrongKey)
 	wantError(t, status, data, http.StatusBadRequest, protocol.CodeBadRequest, "output_key", cur.OutputKey)
 	status, data = b.complete(cur)
-	wantError(t, status, data, http.StatusConflict, protocol.CodeConflict, "output_key", "upload")
+	wantError(t, status, data, http.StatusConflict, protocol.CodeOutputMismatch, "output_key", "upload")
 	if v := b.getJob(job.ID); v.State != protocol.JobRunning {
 		t.Fatalf("complete without an output changed the job: %+v", v)
 	}
@@ -193,10 +199,10 @@ func TestStaleTokenChangesNothing(t *testing.T) {
 	}
 	// Only the completed attempt's output is published; the stale one
 	// still cannot complete, and the published output cannot be replaced.
-	if status, data := b.attemptCall(protocol.CompleteRoute, job.ID, protocol.CompleteRequest{Attempt: old.Attempt, Token: old.Token, OutputKey: old.OutputKey}); status != http.StatusConflict {
+	if status, data := b.attemptCall(protocol.CompleteRoute, job.ID, b.completeRequest(old)); status != http.StatusConflict {
 		t.Fatalf("stale complete after success: %d %s", status, data)
 	}
-	status, data, _ = b.do("PUT", protocol.InternalBlobPath+cur.OutputKey, testInternalKey, "video/mp4", strings.NewReader("overwrite"))
+	status, data = b.putOutput(cur.OutputKey, cur.Attempt, cur.Token, strings.NewReader("overwrite"))
 	wantError(t, status, data, http.StatusConflict, protocol.CodeConflict, "published")
 	status, body, _ := b.do("GET", protocol.Path(protocol.JobResultRoute, job.ID), testPublicKey, "", nil)
 	if status != http.StatusOK || string(body) != "current output" {
@@ -309,7 +315,9 @@ func TestCancelReachesWorkerInNextHeartbeat(t *testing.T) {
 	if resp.LeaseExpiresAt != nil {
 		t.Fatalf("a cancelled attempt's lease was extended: %v", resp.LeaseExpiresAt)
 	}
-	b.upload(a, []byte("late"))
+	// Its upload is refused (fenced), and so is its complete.
+	status, data = b.putOutput(a.OutputKey, a.Attempt, a.Token, strings.NewReader("late"))
+	wantError(t, status, data, http.StatusConflict, protocol.CodeStaleToken)
 	if status, data := b.complete(a); status != http.StatusConflict {
 		t.Fatalf("complete of a cancelled job: %d %s", status, data)
 	}
@@ -476,13 +484,16 @@ func TestConcurrentClaimsOverHTTP(t *testing.T) {
 				mu.Unlock()
 				req, _ := http.NewRequest("PUT", b.ts.URL+protocol.InternalBlobPath+a.OutputKey, strings.NewReader("mp4"))
 				req.Header.Set("Authorization", authHdr)
+				req.Header.Set(protocol.AttemptHeader, strconv.Itoa(a.Attempt))
+				req.Header.Set(protocol.TokenHeader, a.Token)
 				resp, err := client.Do(req)
 				if err != nil {
 					errs <- err
 					return
 				}
 				resp.Body.Close()
-				body, _ := json.Marshal(protocol.CompleteRequest{Attempt: a.Attempt, Token: a.Token, OutputKey: a.OutputKey})
+				sha, size := digest([]byte("mp4"))
+				body, _ := json.Marshal(protocol.CompleteRequest{Attempt: a.Attempt, Token: a.Token, OutputKey: a.OutputKey, SHA1: sha, Size: size})
 				if status, data, err := post(protocol.Path(protocol.CompleteRoute, a.JobID), body); err != nil || status != http.StatusOK {
 					errs <- fmt.Errorf("complete %s: %d %s %v", a.JobID, status, data, err)
 					return
@@ -558,4 +569,10 @@ func TestClaimIsASignOfLife(t *testing.T) {
 	if w := b.worker("w1"); w.Status != protocol.WorkerBusy || w.Provider != "salad" {
 		t.Fatalf("w1 after its claim: %+v", w)
 	}
+}
+
+// withToken is r with another token.
+func withToken(r protocol.CompleteRequest, token string) protocol.CompleteRequest {
+	r.Token = token
+	return r
 }

@@ -14,6 +14,14 @@ const (
 	InternalBlobPath = "/internal/main/blobs/" // GET/PUT of objects by key, for workers without B2
 )
 
+// Headers of a PUT under InternalBlobPath: the upload is fenced like the
+// attempt calls, by the attempt it belongs to and that attempt's fencing
+// token (kept out of the URL, which proxies log).
+const (
+	AttemptHeader = "Musetalk-Attempt"
+	TokenHeader   = "Musetalk-Token"
+)
+
 // Public routes. Clients authenticate with "Authorization: Bearer <key>" where
 // key is one of MUSETALK_API_KEYS (when set).
 const (

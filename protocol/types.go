@@ -239,11 +239,15 @@ type ProgressRequest struct {
 }
 
 // CompleteRequest is the body of .../complete. OutputKey must be the
-// attempt-scoped key the assignment named.
+// attempt-scoped key the assignment named; SHA1 (lower-case hex) and Size
+// describe the bytes the worker uploaded there, and the control plane
+// publishes the object only if the store holds exactly those.
 type CompleteRequest struct {
 	Attempt   int    `json:"attempt"`
 	Token     string `json:"token"`
 	OutputKey string `json:"output_key"`
+	SHA1      string `json:"sha1"`
+	Size      int64  `json:"size"`
 }
 
 // FailRequest is the body of .../fail. Retryable failures are retried while
@@ -294,4 +298,9 @@ const (
 	CodeInternal      = "internal"
 	CodeUnavailable   = "unavailable"
 	CodeMethodInvalid = "method_not_allowed"
+
+	// CodeOutputMismatch (409, complete): the output object is missing,
+	// empty, or not the size and SHA-1 the call names; nothing was
+	// published. The worker uploads its output again and completes again.
+	CodeOutputMismatch = "output_mismatch"
 )

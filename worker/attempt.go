@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -88,7 +90,8 @@ func (w *Worker) runAttempt(runCtx, lifeCtx context.Context, a *protocol.Assignm
 	switch {
 	case err == nil:
 		w.finish(jobCtx, att, log, "complete", func(ctx context.Context) error {
-			return w.client.complete(ctx, a.JobID, &protocol.CompleteRequest{Attempt: a.Attempt, Token: a.Token, OutputKey: a.OutputKey})
+			return w.client.complete(ctx, a.JobID, &protocol.CompleteRequest{Attempt: a.Attempt, Token: a.Token,
+				OutputKey: a.OutputKey, SHA1: att.outputSHA1, Size: att.outputSize})
 		})
 	case stopped && errors.As(cause, &oc):
 		log.Info("attempt abandoned: cancelled by the control plane", "reason", oc.reason)
@@ -224,7 +227,7 @@ func (w *Worker) execute(ctx context.Context, att *attempt, dir string) error {
 
 	step = time.Now()
 	uctx, span := w.tracer.Start(ctx, "upload", trace.WithAttributes(attribute.String("musetalk.output_key", a.OutputKey)))
-	err = w.upload(uctx, job.OutputPath, a.OutputKey)
+	err = w.upload(uctx, att, job.OutputPath)
 	endSpan(span, err)
 	if err == nil {
 		w.met.stageTime(ctx, name, "upload", time.Since(step))
@@ -290,12 +293,18 @@ func (w *Worker) downloadOnce(ctx context.Context, key, dst string) error {
 	return f.Close()
 }
 
-// upload stores the output under key, with up to three tries.
-func (w *Worker) upload(ctx context.Context, src, key string) error {
-	var err error
+// upload stores the output under the attempt's key, with up to three
+// tries, and records its SHA-1 and size for complete.
+func (w *Worker) upload(ctx context.Context, att *attempt, src string) error {
+	key := att.a.OutputKey
+	sha, size, err := fileDigest(src)
+	if err != nil {
+		return engine.Retryable(fmt.Errorf("reading the output %s: %w", src, err))
+	}
+	att.outputSHA1, att.outputSize = sha, size
 	wait := w.retryBase
 	for try := 1; try <= 3; try++ {
-		if err = w.uploadOnce(ctx, src, key); err == nil {
+		if err = w.uploadOnce(ctx, att.a, src); err == nil {
 			w.setStorage(true)
 			return nil
 		}
@@ -309,7 +318,7 @@ func (w *Worker) upload(ctx context.Context, src, key string) error {
 	return engine.Retryable(fmt.Errorf("uploading %s: %w", key, err))
 }
 
-func (w *Worker) uploadOnce(ctx context.Context, src, key string) error {
+func (w *Worker) uploadOnce(ctx context.Context, a *protocol.Assignment, src string) error {
 	f, err := os.Open(src)
 	if err != nil {
 		return err
@@ -319,7 +328,32 @@ func (w *Worker) uploadOnce(ctx context.Context, src, key string) error {
 	if err != nil {
 		return err
 	}
-	return w.cfg.Blob.Put(ctx, key, f, st.Size())
+	if fs, ok := w.cfg.Blob.(fencedStore); ok {
+		return fs.PutAttempt(ctx, a.OutputKey, f, st.Size(), a.Attempt, a.Token)
+	}
+	return w.cfg.Blob.Put(ctx, a.OutputKey, f, st.Size())
+}
+
+// fencedStore is an object store whose uploads carry the attempt and its
+// fencing token, so that the control plane can refuse a stale attempt's
+// upload (controlblob.Store).
+type fencedStore interface {
+	PutAttempt(ctx context.Context, key string, r io.Reader, size int64, attempt int, token string) error
+}
+
+// fileDigest is the lower-case hex SHA-1 and the size of a file.
+func fileDigest(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha1.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
 // runEngine runs the engine, turning a panic into a failure and checking

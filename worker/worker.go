@@ -103,6 +103,10 @@ type attempt struct {
 	span     trace.Span // the attempt's span
 	progress *protocol.Progress
 	nudge    chan struct{} // cap 1: progress changed
+
+	// The output's digest, for complete (set by upload).
+	outputSHA1 string
+	outputSize int64
 }
 
 // New checks cfg, fills its defaults and returns a worker that has not

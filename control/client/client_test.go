@@ -3,6 +3,8 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -109,7 +112,7 @@ func (b *bundle) submit(c *client.Client, req client.SubmitRequest) protocol.Job
 
 // worker calls the worker API with the internal key; it fails the test on
 // anything but a 2xx answer.
-func (b *bundle) worker(method, path string, in, out any) {
+func (b *bundle) worker(method, path string, in, out any, header ...string) {
 	b.t.Helper()
 	var body io.Reader
 	if data, ok := in.([]byte); ok {
@@ -126,6 +129,9 @@ func (b *bundle) worker(method, path string, in, out any) {
 		b.t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+internalKey)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		b.t.Fatal(err)
@@ -216,9 +222,12 @@ func TestWaitReportsProgressThenDownloads(t *testing.T) {
 			b.worker("POST", protocol.Path(protocol.ProgressRoute, job.ID), protocol.ProgressRequest{
 				Attempt: a.Attempt, Token: a.Token, Progress: protocol.Progress{Stage: "mux", FramesDone: 10, FramesTotal: 10}}, nil)
 		case "running:mux":
-			b.worker("PUT", protocol.InternalBlobPath+a.OutputKey, output, nil)
+			b.worker("PUT", protocol.InternalBlobPath+a.OutputKey, output, nil,
+				protocol.AttemptHeader, strconv.Itoa(a.Attempt), protocol.TokenHeader, a.Token)
+			sum := sha1.Sum(output)
 			b.worker("POST", protocol.Path(protocol.CompleteRoute, job.ID), protocol.CompleteRequest{
-				Attempt: a.Attempt, Token: a.Token, OutputKey: a.OutputKey}, nil)
+				Attempt: a.Attempt, Token: a.Token, OutputKey: a.OutputKey,
+				SHA1: hex.EncodeToString(sum[:]), Size: int64(len(output))}, nil)
 		}
 	}
 	final, err := c.Wait(context.Background(), job.ID, onUpdate)

@@ -88,12 +88,15 @@ func (s *Store) url(key string) string {
 	return u.String()
 }
 
-func (s *Store) do(ctx context.Context, method, key string, body io.Reader, size int64) (*http.Response, error) {
+func (s *Store) do(ctx context.Context, method, key string, body io.Reader, size int64, header ...string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, s.url(key), body)
 	if err != nil {
 		return nil, fmt.Errorf("controlblob: %s %s: %w", strings.ToLower(method), key, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+s.apiKey)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	// A download or upload of an attempt continues its trace.
 	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	if body != nil {
@@ -124,15 +127,32 @@ func statusError(op, key string, resp *http.Response) error {
 	return e
 }
 
-// Put uploads r under key.
+// Put uploads r under key. The control plane accepts only fenced uploads
+// of attempts' outputs (see PutAttempt); Put sends no fence, so it answers
+// 400.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+	return s.put(ctx, key, r, size)
+}
+
+// PutAttempt uploads an attempt's output under key (the attempt's
+// output_key), fenced with the attempt's number and fencing token: the
+// control plane refuses it with 409 stale_token (a *StatusError) once the
+// attempt is no longer the job's current one.
+func (s *Store) PutAttempt(ctx context.Context, key string, r io.Reader, size int64, attempt int, token string) error {
+	if attempt < 1 || token == "" {
+		return errors.New("controlblob: an attempt's upload needs its attempt number and fencing token")
+	}
+	return s.put(ctx, key, r, size, protocol.AttemptHeader, strconv.Itoa(attempt), protocol.TokenHeader, token)
+}
+
+func (s *Store) put(ctx context.Context, key string, r io.Reader, size int64, header ...string) error {
 	if err := blob.ValidateKey(key); err != nil {
 		return err
 	}
 	if size < 0 {
 		size = -1
 	}
-	resp, err := s.do(ctx, http.MethodPut, key, r, size)
+	resp, err := s.do(ctx, http.MethodPut, key, r, size, header...)
 	if err != nil {
 		return err
 	}

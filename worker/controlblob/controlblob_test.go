@@ -105,18 +105,19 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("Get of an invalid key: %v, want a validation error", err)
 	}
 
-	// Outputs: the control plane accepts an attempt's output key once the
-	// attempt has been handed out.
+	// Outputs: the control plane accepts an attempt's output key from that
+	// attempt (its number and fencing token) while it is the job's current
+	// one.
 	if err := dir.Put(ctx, "inputs/j/audio.wav", strings.NewReader("a"), 1); err != nil {
 		t.Fatal(err)
 	}
 	var job protocol.JobView
 	post(t, srv.URL+"/v1/jobs", "", protocol.SubmitRequest{AvatarKey: "inputs/j/avatar.png", AudioKey: "inputs/j/audio.wav"}, &job)
 	out := "outputs/" + job.ID + "/1.mp4"
-	err = s.Put(ctx, out, strings.NewReader("mp4"), 3)
+	err = s.PutAttempt(ctx, out, strings.NewReader("mp4"), 3, 1, "no-token-yet")
 	var se *controlblob.StatusError
-	if !errors.As(err, &se) || se.Status != http.StatusConflict {
-		t.Errorf("Put before the claim: %v, want a 409", err)
+	if !errors.As(err, &se) || se.Status != http.StatusConflict || se.Code != protocol.CodeStaleToken {
+		t.Errorf("PutAttempt before the claim: %v, want a 409 stale_token", err)
 	}
 	hb := protocol.Heartbeat{Status: protocol.WorkerIdle, Provider: "other", GPUClass: "x", WorkerType: protocol.WorkerMain}
 	post(t, srv.URL+protocol.Path(protocol.HeartbeatRoute, "w1"), key, hb, nil)
@@ -126,11 +127,23 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("assignment output key %q, want %q", a.OutputKey, out)
 	}
 	body := bytes.Repeat([]byte("v"), 100_000)
-	if err := s.Put(ctx, out, bytes.NewReader(body), int64(len(body))); err != nil {
-		t.Fatalf("Put %s: %v", out, err)
+	if err := s.PutAttempt(ctx, out, bytes.NewReader(body), int64(len(body)), a.Attempt, a.Token); err != nil {
+		t.Fatalf("PutAttempt %s: %v", out, err)
 	}
-	if err := s.Put(ctx, out, io.MultiReader(bytes.NewReader(body)), -1); err != nil {
-		t.Fatalf("Put %s of unknown size: %v", out, err)
+	if err := s.PutAttempt(ctx, out, io.MultiReader(bytes.NewReader(body)), -1, a.Attempt, a.Token); err != nil {
+		t.Fatalf("PutAttempt %s of unknown size: %v", out, err)
+	}
+	// Without the fence, or with another token: refused, nothing stored.
+	err = s.Put(ctx, out, strings.NewReader("unfenced"), 8)
+	if !errors.As(err, &se) || se.Status != http.StatusBadRequest || !strings.Contains(se.Message, protocol.AttemptHeader) {
+		t.Errorf("Put without a fence: %v, want a 400 naming %s", err, protocol.AttemptHeader)
+	}
+	err = s.PutAttempt(ctx, out, strings.NewReader("stale"), 5, a.Attempt, "another-token")
+	if !errors.As(err, &se) || se.Status != http.StatusConflict || se.Code != protocol.CodeStaleToken {
+		t.Errorf("PutAttempt with another token: %v, want a 409 stale_token", err)
+	}
+	if err := s.PutAttempt(ctx, out, strings.NewReader("x"), 1, 0, ""); err == nil {
+		t.Errorf("PutAttempt without attempt and token was sent")
 	}
 	rc, err := dir.Get(ctx, out)
 	if err != nil {
@@ -142,7 +155,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("stored %d bytes, want %d", len(got), len(body))
 	}
 	// Anything but an output key is refused.
-	err = s.Put(ctx, "inputs/j/avatar.png", strings.NewReader("x"), 1)
+	err = s.PutAttempt(ctx, "inputs/j/avatar.png", strings.NewReader("x"), 1, a.Attempt, a.Token)
 	if !errors.As(err, &se) || se.Status != http.StatusForbidden || se.Temporary() {
 		t.Errorf("Put of an input key: %v, want a permanent 403", err)
 	}
