@@ -355,6 +355,9 @@ type clusterOptions struct {
 	kind  workerKind
 	poll  time.Duration // POLL_INTERVAL_SEC and --heartbeat-interval; default 1s
 	grace time.Duration // workers' --grace; default 10s
+	// viaControl starts the workers without B2 variables: they read and
+	// write objects through the control plane's blob routes (controlblob).
+	viaControl bool
 }
 
 // b2Info is what `musetalk dev b2-server` prints.
@@ -439,8 +442,12 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 		t.Fatalf("the control plane did not start:\n%s", tailFile(c.control.logPath, 20))
 	}
 
+	workerEnv := b2env
+	if opts.viaControl {
+		workerEnv = nil
+	}
 	for i := 1; i <= 2; i++ {
-		c.workers = append(c.workers, c.startWorker(fmt.Sprintf("%s-w%d", sanitize(t.Name()), i), b2env))
+		c.workers = append(c.workers, c.startWorker(fmt.Sprintf("%s-w%d", sanitize(t.Name()), i), workerEnv))
 	}
 	// Both workers registered, idle and ready before anything is submitted.
 	eventually(t, 30*time.Second, 100*time.Millisecond, "both workers idle", func() (bool, string) {
@@ -657,6 +664,7 @@ type scriptJob struct {
 	Frames    int     `json:"frames"`
 	Fail      string  `json:"fail,omitempty"`
 	Retryable bool    `json:"retryable,omitempty"`
+	Tail      float64 `json:"tail_seconds,omitempty"` // added to the last frame's time
 }
 
 // submitScript submits a job for the scripted engine.

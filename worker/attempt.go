@@ -2,11 +2,8 @@ package worker
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path"
@@ -71,11 +68,19 @@ func (w *Worker) runAttempt(runCtx, lifeCtx context.Context, a *protocol.Assignm
 			cancel(errStopped)
 		}
 	}()
+	// The progress reporter runs until the engine is done (then it posts
+	// the last progress, before the output is delivered) or the attempt
+	// ends otherwise.
+	repCtx, stopRep := context.WithCancelCause(jobCtx)
 	reported := make(chan struct{})
 	go func() {
 		defer close(reported)
-		w.reportProgress(jobCtx, att, log)
+		w.reportProgress(repCtx, att, log)
 	}()
+	att.engineDone = func() {
+		stopRep(errAttemptOver)
+		<-reported
+	}
 
 	dir := filepath.Join(w.dir, "attempts", a.JobID+"-"+strconv.Itoa(a.Attempt))
 	err := w.execute(jobCtx, att, dir)
@@ -87,25 +92,39 @@ func (w *Worker) runAttempt(runCtx, lifeCtx context.Context, a *protocol.Assignm
 	<-reported
 
 	var oc *cancelOrder
+	var de *deliveryError
+	delivering := errors.As(err, &de) // the engine had finished
+	keep := false
 	switch {
 	case err == nil:
-		w.finish(jobCtx, att, log, "complete", func(ctx context.Context) error {
-			return w.client.complete(ctx, a.JobID, &protocol.CompleteRequest{Attempt: a.Attempt, Token: a.Token,
-				OutputKey: a.OutputKey, SHA1: att.outputSHA1, Size: att.outputSize})
-		})
+		log.Info("attempt completed", "output_key", a.OutputKey)
 	case stopped && errors.As(cause, &oc):
 		log.Info("attempt abandoned: cancelled by the control plane", "reason", oc.reason)
 		span.SetStatus(codes.Error, oc.Error())
-	case stopped && errors.Is(cause, errAttemptGone):
-		log.Info("attempt abandoned: no longer this worker's")
+	case errors.Is(err, errAttemptGone) || stopped && errors.Is(cause, errAttemptGone):
+		log.Info("attempt abandoned: no longer this worker's", "err", err)
 		span.SetStatus(codes.Error, "attempt taken away")
 	case stopped && (errors.Is(cause, errShutdownGrace) || errors.Is(cause, errStopped)):
 		span.SetStatus(codes.Error, cause.Error())
+		keep = delivering
 		w.finish(jobCtx, att, log, "release", func(ctx context.Context) error {
 			return w.client.release(ctx, a.JobID, &protocol.ReleaseRequest{Attempt: a.Attempt, Token: a.Token, Reason: cause.Error()})
 		})
+	case errors.Is(err, errDeliverTimeout) || errors.Is(err, errStoreUnreachable):
+		// An outage outlasted the bound: not the job's failure.
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		log.Error("giving the attempt back: the control plane or the object store stayed unreachable", "err", err,
+			"deliver_timeout", w.cfg.DeliverTimeout)
+		reason := truncateText(err.Error(), 1000)
+		w.finish(jobCtx, att, log, "release", func(ctx context.Context) error {
+			return w.client.release(ctx, a.JobID, &protocol.ReleaseRequest{Attempt: a.Attempt, Token: a.Token, Reason: reason})
+		})
 	default:
-		retryable, _ := engine.Classify(err)
+		retryable, classified := engine.Classify(err)
+		if delivering && !classified {
+			retryable = true // the output could not be delivered; another worker may
+		}
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		log.Warn("attempt failed", "err", err, "retryable", retryable)
@@ -117,7 +136,11 @@ func (w *Worker) runAttempt(runCtx, lifeCtx context.Context, a *protocol.Assignm
 			return w.client.fail(ctx, a.JobID, &protocol.FailRequest{Attempt: a.Attempt, Token: a.Token, Error: msg, Retryable: retryable})
 		})
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if keep {
+		// Stopped while delivering: the finished output stays where it is
+		// (the next start of a worker on this directory clears it).
+		log.Warn("stopped before the output could be delivered; it stays on disk", "path", filepath.Join(dir, "output.mp4"))
+	} else if err := os.RemoveAll(dir); err != nil {
 		log.Warn("removing the attempt's files", "err", err)
 	}
 	w.mu.Lock()
@@ -176,8 +199,9 @@ func (w *Worker) retry(ctx context.Context, op string, f func(context.Context) e
 	}
 }
 
-// execute downloads the inputs, runs the engine and uploads the output.
-// Its errors are classified permanent or retryable.
+// execute downloads the inputs, runs the engine, and delivers the output
+// (upload and complete, see deliver). Errors before delivery are
+// classified permanent or retryable; delivery's are *deliveryError.
 func (w *Worker) execute(ctx context.Context, att *attempt, dir string) error {
 	a := att.a
 	if err := a.Params.Validate(); err != nil {
@@ -225,14 +249,8 @@ func (w *Worker) execute(ctx context.Context, att *attempt, dir string) error {
 	}
 	w.met.engineDone(ctx, name, att.frames(&w.mu), time.Since(step))
 
-	step = time.Now()
-	uctx, span := w.tracer.Start(ctx, "upload", trace.WithAttributes(attribute.String("musetalk.output_key", a.OutputKey)))
-	err = w.upload(uctx, att, job.OutputPath)
-	endSpan(span, err)
-	if err == nil {
-		w.met.stageTime(ctx, name, "upload", time.Since(step))
-	}
-	return err
+	att.engineDone() // the job's progress ends where the engine's did
+	return w.deliver(ctx, att, job.OutputPath, name)
 }
 
 func endSpan(span trace.Span, err error) {
@@ -256,104 +274,6 @@ func extOf(key string) string {
 		}
 	}
 	return strings.ToLower(ext)
-}
-
-// download copies one input to a local file. A missing input is
-// permanent; anything else is the store's or the network's fault.
-func (w *Worker) download(ctx context.Context, key, dst string) error {
-	err := w.downloadOnce(ctx, key, dst)
-	switch {
-	case err == nil:
-		w.setStorage(true)
-		return nil
-	case ctx.Err() != nil:
-		return err
-	case isNotFound(err):
-		return engine.Permanent(fmt.Errorf("input %s is missing from the object store", key))
-	default:
-		w.setStorage(false)
-		return engine.Retryable(fmt.Errorf("downloading %s: %w", key, err))
-	}
-}
-
-func (w *Worker) downloadOnce(ctx context.Context, key, dst string) error {
-	rc, err := w.cfg.Blob.Get(ctx, key)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	f, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, rc); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// upload stores the output under the attempt's key, with up to three
-// tries, and records its SHA-1 and size for complete.
-func (w *Worker) upload(ctx context.Context, att *attempt, src string) error {
-	key := att.a.OutputKey
-	sha, size, err := fileDigest(src)
-	if err != nil {
-		return engine.Retryable(fmt.Errorf("reading the output %s: %w", src, err))
-	}
-	att.outputSHA1, att.outputSize = sha, size
-	wait := w.retryBase
-	for try := 1; try <= 3; try++ {
-		if err = w.uploadOnce(ctx, att.a, src); err == nil {
-			w.setStorage(true)
-			return nil
-		}
-		if ctx.Err() != nil || !sleep(ctx, wait, nil) {
-			return err
-		}
-		w.log.Warn("retrying the upload", "key", key, "try", try, "err", err)
-		wait *= 2
-	}
-	w.setStorage(false)
-	return engine.Retryable(fmt.Errorf("uploading %s: %w", key, err))
-}
-
-func (w *Worker) uploadOnce(ctx context.Context, a *protocol.Assignment, src string) error {
-	f, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if fs, ok := w.cfg.Blob.(fencedStore); ok {
-		return fs.PutAttempt(ctx, a.OutputKey, f, st.Size(), a.Attempt, a.Token)
-	}
-	return w.cfg.Blob.Put(ctx, a.OutputKey, f, st.Size())
-}
-
-// fencedStore is an object store whose uploads carry the attempt and its
-// fencing token, so that the control plane can refuse a stale attempt's
-// upload (controlblob.Store).
-type fencedStore interface {
-	PutAttempt(ctx context.Context, key string, r io.Reader, size int64, attempt int, token string) error
-}
-
-// fileDigest is the lower-case hex SHA-1 and the size of a file.
-func fileDigest(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha1.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
 // runEngine runs the engine, turning a panic into a failure and checking

@@ -30,9 +30,14 @@ const (
 	// period with time left to release; Docker's own default stop timeout
 	// is 10 s, so raise --stop-timeout there (or the lease rescues the job).
 	DefaultGrace = 25 * time.Second
-	// DefaultReportTimeout bounds the retries of complete, fail and release,
-	// which run on past shutdown so that a finished result is not lost.
+	// DefaultReportTimeout bounds the retries of fail and release, which run
+	// on past shutdown.
 	DefaultReportTimeout = 60 * time.Second
+	// DefaultDeliverTimeout bounds how long a finished attempt retries its
+	// upload and complete through an outage of the control plane or the
+	// object store before it gives the attempt back: 30 minutes, 120 leases
+	// at the default 5 s heartbeat interval (a lease is 3 intervals).
+	DefaultDeliverTimeout = 30 * time.Minute
 	// DefaultCheckTimeout bounds the start-up self-check.
 	DefaultCheckTimeout = 5 * time.Minute
 	// DefaultProgressEvery is the least time between two progress posts.
@@ -79,9 +84,15 @@ type Config struct {
 	// HeartbeatTimeout bounds one heartbeat call; default the poll interval,
 	// at least 2 s and at most 10 s.
 	HeartbeatTimeout time.Duration
-	// ReportTimeout bounds the retried complete/fail/release calls; default
+	// ReportTimeout bounds the retried fail and release calls; default
 	// DefaultReportTimeout.
 	ReportTimeout time.Duration
+	// DeliverTimeout bounds the retries of a finished attempt's upload and
+	// complete (transport errors, 5xx): until then the output is kept and
+	// the failure budget untouched; a 409 (the attempt taken away), a
+	// cancel order or a stop end them sooner. Default
+	// DefaultDeliverTimeout; keep it several leases long at least.
+	DeliverTimeout time.Duration
 	// CheckTimeout bounds the start-up self-check; default DefaultCheckTimeout.
 	CheckTimeout time.Duration
 	// ProgressEvery is the least time between two progress posts; default

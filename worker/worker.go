@@ -7,7 +7,10 @@
 //     and drain orders;
 //   - the poll loop claims a job, downloads its inputs, runs an engine,
 //     uploads the output to the attempt's key and completes it with the
-//     attempt's fencing token, or reports a permanent or retryable failure;
+//     attempt's fencing token and the output's SHA-1 and size, or reports a
+//     permanent or retryable failure; a finished output is kept and its
+//     upload and complete retried through outages of the control plane or
+//     the object store, which never count as failures (deliver.go);
 //   - cancelling Run's context drains: no more claims, the current job gets
 //     Config.Grace to finish and is released otherwise; Stop releases it at
 //     once.
@@ -103,10 +106,9 @@ type attempt struct {
 	span     trace.Span // the attempt's span
 	progress *protocol.Progress
 	nudge    chan struct{} // cap 1: progress changed
-
-	// The output's digest, for complete (set by upload).
-	outputSHA1 string
-	outputSize int64
+	// engineDone stops the progress reporter once the engine has
+	// finished, after it posted the last progress (set by runAttempt).
+	engineDone func()
 }
 
 // New checks cfg, fills its defaults and returns a worker that has not
@@ -148,6 +150,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.ReportTimeout <= 0 {
 		cfg.ReportTimeout = DefaultReportTimeout
+	}
+	if cfg.DeliverTimeout <= 0 {
+		cfg.DeliverTimeout = DefaultDeliverTimeout
 	}
 	if cfg.CheckTimeout <= 0 {
 		cfg.CheckTimeout = DefaultCheckTimeout

@@ -4,17 +4,20 @@
 // It is configured like `musetalk worker`: the fleet's environment
 // variables (ORCHESTRATOR_BASE_URL, INTERNAL_API_KEY, WORKER_ID,
 // POLL_INTERVAL_SEC, B2_KEY_ID, B2_APP_KEY, B2_BUCKET_NAME, ...) plus
-// B2_ENDPOINT, and flags for the rest. Signals are handled as
+// B2_ENDPOINT, and flags for the rest. Without the B2 variables it reads
+// and writes objects through the control plane (controlblob), as
+// `musetalk worker` does. Signals are handled as
 // cmd/musetalk/worker.go does: the first SIGTERM or SIGINT drains (the job
 // gets --grace), the second releases the job at once.
 //
 // The engine, named "script", reads its script from the job's audio file,
 // JSON like
 //
-//	{"seconds": 6, "frames": 30, "fail": "", "retryable": false}
+//	{"seconds": 6, "frames": 30, "fail": "", "retryable": false, "tail_seconds": 0}
 //
 // It reports progress after each of frames equal steps spread over
-// seconds, then writes a small output naming the job, attempt and worker,
+// seconds (the last step takes tail_seconds longer: a window in which a
+// test sees the job at (frames-1)/frames and acts), then writes a small output naming the job, attempt and worker,
 // or fails with the message in fail (permanently unless retryable). It
 // returns as soon as its context ends. With --events-dir it appends JSON
 // lines to <dir>/<job>-<attempt>.jsonl: {"event":"start"|"ctx_done"|
@@ -39,6 +42,7 @@ import (
 	"github.com/avatargen/musetalk/protocol"
 	"github.com/avatargen/musetalk/telemetry"
 	"github.com/avatargen/musetalk/worker"
+	"github.com/avatargen/musetalk/worker/controlblob"
 	"github.com/avatargen/musetalk/worker/engine"
 )
 
@@ -76,17 +80,22 @@ func run() error {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
-	if !cfg.HasB2() {
-		return errors.New("B2_KEY_ID, B2_APP_KEY and B2_BUCKET_NAME are required")
+	if cfg.HasB2() {
+		bs, err := b2.New(ctx, b2.Config{
+			KeyID: cfg.B2KeyID, AppKey: cfg.B2AppKey.Reveal(), Bucket: cfg.B2BucketName,
+			Endpoint: os.Getenv("B2_ENDPOINT"),
+		})
+		if err != nil {
+			return err
+		}
+		cfg.Blob = bs
+	} else {
+		bs, err := controlblob.New(cfg.OrchestratorBaseURL, cfg.InternalAPIKey.Reveal(), nil)
+		if err != nil {
+			return err
+		}
+		cfg.Blob = bs
 	}
-	bs, err := b2.New(ctx, b2.Config{
-		KeyID: cfg.B2KeyID, AppKey: cfg.B2AppKey.Reveal(), Bucket: cfg.B2BucketName,
-		Endpoint: os.Getenv("B2_ENDPOINT"),
-	})
-	if err != nil {
-		return err
-	}
-	cfg.Blob = bs
 	cfg.Engines = []engine.Engine{&scriptEngine{worker: cfg.WorkerID, events: *events}}
 
 	w, err := worker.New(cfg)
@@ -102,6 +111,7 @@ type script struct {
 	Frames    int     `json:"frames"`
 	Fail      string  `json:"fail"`
 	Retryable bool    `json:"retryable"`
+	Tail      float64 `json:"tail_seconds"`
 }
 
 // scriptEngine runs scripts; see the package comment.
@@ -143,6 +153,10 @@ func (e *scriptEngine) Run(ctx context.Context, job *engine.Job, progress engine
 		case <-t.C:
 		}
 		progress(protocol.Progress{Stage: "script", FramesDone: i, FramesTotal: s.Frames})
+		if i == s.Frames-1 {
+			t.Reset(step + time.Duration(s.Tail*float64(time.Second)))
+			continue
+		}
 		t.Reset(step)
 	}
 	if s.Fail != "" {
