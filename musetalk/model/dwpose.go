@@ -292,24 +292,24 @@ func NewDWPose(b kernels.Backend, cfg DWPoseConfig, src Tensors) (*DWPose, error
 }
 
 // InferDWPoseConfig reads a DWPose checkpoint's size from its tensors: the
-// widen factor from the stem's first convolution, the deepen factor from
-// the first stage's block count, and the GAU's dimensions from its
-// weights. The result is only a guess for [NewDWPose], which checks every
-// tensor against it.
+// widen factor from the widest convolution (the last stage's, int(1024 ·
+// widen) channels), the deepen factor from the first stage's block count,
+// and the GAU's dimensions from its weights. The result is a guess for
+// [NewDWPose], which checks every tensor against it.
 func InferDWPoseConfig(src Tensors) (DWPoseConfig, error) {
 	shape := func(name string) ([]int, error) {
 		_, s, err := src.Tensor(name)
 		return s, err
 	}
 	var c DWPoseConfig
-	s, err := shape("backbone.stem.0.conv.weight")
+	s, err := shape("backbone.stage4.0.conv.weight")
 	if err != nil {
 		return c, fmt.Errorf("dwpose: %w", err)
 	}
 	if len(s) != 4 || s[0] < 1 {
-		return c, fmt.Errorf("dwpose: backbone.stem.0.conv.weight has shape %v", s)
+		return c, fmt.Errorf("dwpose: backbone.stage4.0.conv.weight has shape %v", s)
 	}
-	c.Widen = float64(s[0]) / 32
+	c.Widen = float64(s[0]) / 1024
 	blocks := 0
 	for ; blocks < 64; blocks++ {
 		if _, err := shape(fmt.Sprintf("backbone.stage1.1.blocks.%d.conv1.conv.weight", blocks)); err != nil {
