@@ -80,6 +80,14 @@ func newEmuBackend(p kernels.Precision) func(t testing.TB) kernels.Backend {
 // Per-layer intermediates are not compared on F16 backends: their fp32
 // atols say nothing about fp16, and every final output is.
 //
+// Outputs that are argmaxes of compared logits (DWPose's SimCC keypoints)
+// follow the logits' rule: on fp32 the keypoints must be exact where the
+// golden case marks the argmax stable and elsewhere at a bin whose
+// reference logit is within the atol of the maximum; on fp16 the same with
+// the fp16 bound in place of the atol, exact only where the reference's
+// top-two margin exceeds twice that bound (fp16 storage rounds logits of
+// ~100 to steps of 0.06, so near-ties of the random-weight case can flip).
+//
 // The measured fractions (cuda-emu-fp16, the emulator's default arch) are
 // in the comments. BiSeNet's is the largest: its seeded, non-trivial
 // BatchNorms (folded into the convolutions) amplify what enters the
