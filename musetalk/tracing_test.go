@@ -30,7 +30,7 @@ func TestEngineSpansAndStageTimes(t *testing.T) {
 		t.Error("DeviceMemory reports memory before the backend started")
 	}
 	writePNG(t, filepath.Join(dir, "a.png"), 64, 64)
-	writeWAV(t, filepath.Join(dir, "a.wav"), 0.5) // 13 frames at 25 fps: 4 batches of 4
+	writeWAV(t, filepath.Join(dir, "a.wav"), 0.3) // 8 frames at 25 fps: 2 batches of 4
 	stages := map[string]time.Duration{}
 	job := &engine.Job{ID: "j", AvatarPath: filepath.Join(dir, "a.png"), AudioPath: filepath.Join(dir, "a.wav"),
 		OutputPath: filepath.Join(dir, "o.mp4"), Params: protocol.JobParams{FaceBox: []int{16, 16, 48, 48}, ParsingMode: "raw", BatchSize: 4},
@@ -69,8 +69,8 @@ func TestEngineSpansAndStageTimes(t *testing.T) {
 		}
 	}
 	for _, n := range []string{SpanUNet, SpanVAEDecode, SpanBlend} {
-		if count[n] != 4 {
-			t.Errorf("%d %s spans, want one per batch (4)", count[n], n)
+		if count[n] != 2 {
+			t.Errorf("%d %s spans, want one per batch (2)", count[n], n)
 		}
 	}
 	for _, st := range []string{SpanLoad, SpanPrepare, SpanFeatures, SpanUNet, SpanVAEDecode, SpanBlend, SpanEncode} {
