@@ -55,7 +55,9 @@ func TestEngineSpansAndStageTimes(t *testing.T) {
 			order = append(order, s.Name)
 		}
 	}
-	slices.SortFunc(order, func(a, b string) int { return id[firstSpan(spans, a)].StartTime.Compare(id[firstSpan(spans, b)].StartTime) })
+	slices.SortFunc(order, func(a, b string) int {
+		return id[firstSpan(spans, a)].StartTime.Compare(id[firstSpan(spans, b)].StartTime)
+	})
 	if want := []string{SpanLoad, SpanDecodeAudio, SpanPrepare, SpanFeatures, SpanGenerate, SpanEncode}; !slices.Equal(order, want) {
 		t.Errorf("the engine span's children %v, want %v in that order", order, want)
 	}
