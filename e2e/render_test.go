@@ -131,13 +131,16 @@ func TestRenderCLI(t *testing.T) {
 			}
 			t.Logf("rendered in %v", time.Since(start).Round(time.Millisecond))
 			fps, _ := new(big.Rat).SetString(tc.fps)
-			checkRender(t, ctx, tc.avatar, speech, out, fps, tc.black)
+			box := renderFaceBox
+			box[3] += renderMargin
+			checkRender(t, ctx, tc.avatar, speech, out, fps, tc.black, box)
 		})
 	}
 }
 
-// checkRender compares the rendered video with its inputs.
-func checkRender(t *testing.T, ctx context.Context, avatarPath, speech, out string, fps *big.Rat, black []int) {
+// checkRender compares the rendered video with its inputs; box is the face
+// box the frames with a face were rendered with (v1.5's margin included).
+func checkRender(t *testing.T, ctx context.Context, avatarPath, speech, out string, fps *big.Rat, black []int, box [4]int) {
 	t.Helper()
 	ff := &media.FFmpeg{}
 	samples, err := ff.DecodeAudio(ctx, speech)
@@ -182,8 +185,6 @@ func checkRender(t *testing.T, ctx context.Context, avatarPath, speech, out stri
 	n, faces := 0, 0
 	var mouthSum, mouthMin float64
 	mouthMin = math.Inf(1)
-	box := renderFaceBox
-	box[3] += renderMargin
 	for ; ; n++ {
 		f, err := rd.Next()
 		if err == io.EOF {

@@ -174,7 +174,9 @@ func TestUpSubmitMuseTalk(t *testing.T) {
 	if code := sub.wait(t, 2*time.Minute); code != 0 {
 		t.Fatalf("submit exited %d:\n%s\nup:\n%s", code, tailFile(sub.logPath, 20), tailFile(up.logPath, 20))
 	}
-	checkRender(t, ctx, astronaut, speech, out, big.NewRat(25, 1), nil)
+	used := renderFaceBox
+	used[3] += renderMargin
+	checkRender(t, ctx, astronaut, speech, out, big.NewRat(25, 1), nil, used)
 
 	c, err := client.New(up.url, "")
 	if err != nil {

@@ -89,8 +89,7 @@ func (r *Renderer) checkRequest(ctx context.Context, req Request) (*plan, error)
 	opt.Version = pl.version
 	opt.BBoxShift = p.BBoxShift
 	opt.ExtraMargin = p.ExtraMargin
-	// Until the DWPose network is wired in (issue 13), S3FD's box.
-	opt.FaceDetector = avatar.DetectorS3FD
+	opt.FaceDetector = p.FaceDetector
 	if p.ParsingMode == "raw" {
 		opt.ParsingMode = media.ParsingRaw
 	}
@@ -179,7 +178,9 @@ func (r *Renderer) render(ctx context.Context, req Request, progress func(protoc
 	prepDone := 0
 	sctx, span = startSpan(ctx, SpanPrepare, attribute.String("musetalk.avatar.key", key))
 	av, cached, err := r.cache.Get(sctx, key, req.AvatarPath, pl.opt, avatar.Networks{
-		Backend: r.backend, VAE: nets.m.VAE, Detector: nets.detector, Parser: nets.parser, FFmpeg: &r.opts.FFmpeg, Logger: r.log,
+		Backend: r.backend, VAE: nets.m.VAE, Parser: nets.parser, FFmpeg: &r.opts.FFmpeg, Logger: r.log,
+		Detector:  timedDetector{nets.detector, &st.S3FD, &st.S3FDFrames},
+		Landmarks: timedLandmarks{nets.landmarks, &st.DWPose, &st.DWPoseFrames},
 	}, func(done, total int) {
 		if done > prepDone {
 			prepDone = done

@@ -104,11 +104,12 @@ type Renderer struct {
 
 // loaded is one version's networks and what is built on them.
 type loaded struct {
-	m        *modeldir.Models
-	net      *modelNet
-	logMel   *media.LogMel
-	detector *face.Detector
-	parser   *face.Parser
+	m         *modeldir.Models
+	net       *modelNet
+	logMel    *media.LogMel
+	detector  *face.Detector
+	landmarks dwposeLandmarks
+	parser    *face.Parser
 }
 
 func (l *loaded) close() {
@@ -250,8 +251,8 @@ func (r *Renderer) build(m *modeldir.Models) (*loaded, error) {
 		net.close()
 		return nil, fmt.Errorf("whisper/preprocessor_config.json: %w", err)
 	}
-	return &loaded{m: m, net: net, logMel: lm,
-		detector: face.NewDetector(m.S3FD, r.backend), parser: face.NewParser(m.BiSeNet, r.backend)}, nil
+	return &loaded{m: m, net: net, logMel: lm, detector: face.NewDetector(m.S3FD, r.backend),
+		landmarks: dwposeLandmarks{m.DWPose}, parser: face.NewParser(m.BiSeNet, r.backend)}, nil
 }
 
 // Close releases the networks and, when it came from
@@ -293,6 +294,8 @@ type Request struct {
 type Stats struct {
 	Load      time.Duration // loading the version's networks (zero once loaded)
 	Prepare   time.Duration // avatar preparation, or opening the cached one
+	S3FD      time.Duration // the S3FD detector, part of Prepare
+	DWPose    time.Duration // DWPose (face landmarks), part of Prepare
 	Features  time.Duration // audio decode, log-mel and the Whisper encoder
 	UNet      time.Duration // the UNet, all batches
 	VAEDecode time.Duration // the VAE decoder, all batches
@@ -302,6 +305,8 @@ type Stats struct {
 
 	AvatarFrames int  // frames of the avatar
 	AvatarCached bool // the avatar came from the cache
+	S3FDFrames   int  // avatar frames S3FD ran on
+	DWPoseFrames int  // avatar frames DWPose ran on (those where S3FD found a face)
 	Frames       int  // output frames
 	FaceFrames   int  // output frames that went through the networks
 }

@@ -518,30 +518,45 @@ func TestRealNetworksBlendIntoTheMouth(t *testing.T) {
 	}
 }
 
-// TestRenderWithDetector runs S3FD (random tiny weights, so its answer is
-// arbitrary) instead of a face box: the render either succeeds or says
-// that the avatar has no face.
+// TestRenderWithDetector runs the face detectors (random tiny weights, so
+// S3FD's answer is arbitrary; the tiny DWPose draws a fixed face) instead
+// of a face box, DWPose's landmark box (the default) and S3FD's box: the
+// render either succeeds or says that the avatar has no face, and the
+// stats count each detector's frames.
 func TestRenderWithDetector(t *testing.T) {
 	t.Parallel()
-	b := setupRender(t)
-	req := b.request("out.mp4")
-	req.Params.FaceBox = nil
-	req.Params.ParsingMode = "raw"
-	res, err := b.r.render(context.Background(), req, nil)
-	var ie *InputError
-	switch {
-	case err == nil:
-		if res.FaceFrames != 1 {
-			t.Errorf("render succeeded with %d face frames", res.FaceFrames)
+	for _, det := range []string{"", "s3fd"} {
+		b := setupRender(t)
+		req := b.request("out.mp4")
+		req.Params.FaceBox = nil
+		req.Params.ParsingMode = "raw"
+		req.Params.FaceDetector = det
+		var st Stats
+		req.Stats = &st
+		res, err := b.r.render(context.Background(), req, nil)
+		var ie *InputError
+		switch {
+		case err == nil:
+			if res.FaceFrames != 1 {
+				t.Errorf("%q: render succeeded with %d face frames", det, res.FaceFrames)
+			}
+		case errors.As(err, &ie) && ie.Input == "avatar" && strings.Contains(err.Error(), "no face found"):
+			if _, serr := os.Stat(req.OutPath); serr == nil {
+				t.Error("output written for an avatar without a face")
+			}
+		default:
+			t.Fatalf("render with the detector %q: %v", det, err)
 		}
-	case errors.As(err, &ie) && ie.Input == "avatar" && strings.Contains(err.Error(), "no face found"):
-		if _, serr := os.Stat(req.OutPath); serr == nil {
-			t.Error("output written for an avatar without a face")
+		// DWPose runs where S3FD found a face, and only with dwpose.
+		wantDW := 0
+		if det == "" && err == nil {
+			wantDW = 1
 		}
-	default:
-		t.Fatalf("render with the detector: %v", err)
+		if st.S3FDFrames != 1 || st.DWPoseFrames != wantDW || (wantDW > 0) != (st.DWPose > 0) {
+			t.Errorf("%q: S3FD on %d frames, DWPose on %d (%v); want 1 and %d", det, st.S3FDFrames, st.DWPoseFrames, st.DWPose, wantDW)
+		}
+		t.Logf("detector %q on random weights: %v", det, err)
 	}
-	t.Logf("detector on random weights: %v", err)
 }
 
 func fileMode(t *testing.T, path string) os.FileMode {

@@ -20,11 +20,12 @@ func benchPipelineCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "pipeline",
 		Usage:     "time each stage of a render: preparation, features, UNet, VAE decoder, blend, encode",
-		UsageText: "musetalk bench pipeline --avatar FILE [--face-box x1,y1,x2,y2] [options]",
+		UsageText: "musetalk bench pipeline --avatar FILE [--face-box x1,y1,x2,y2 | --face-detector dwpose|s3fd] [options]",
 		Description: `Renders the avatar to a generated tone of --seconds (the networks' cost does
 not depend on what is said) with a fresh avatar cache, and reports each
 stage's time in total and per frame (preparation per avatar frame, the
-rest per output frame) and the process's peak resident memory. The first
+rest per output frame; S3FD's and DWPose's share of the preparation per
+avatar frame they ran on) and the process's peak resident memory. The first
 line names the device the networks ran on (--device) and its precision
 (--precision; the device's default: fp16 on cuda, fp32 on cpu).
 
@@ -34,6 +35,7 @@ are those of the real network sizes without a download.`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "avatar", Usage: "still image or video with the face (required)", Required: true},
 			&cli.StringFlag{Name: "face-box", Usage: "x1,y1,x2,y2: skip detection and use this box"},
+			&cli.StringFlag{Name: "face-detector", Usage: "how the face box is found without --face-box: dwpose (MuseTalk's box from DWPose's face landmarks, S3FD's where they give none) or s3fd (S3FD's box)", DefaultText: "dwpose"},
 			&cli.Float64Flag{Name: "seconds", Value: 4, Usage: "length of the audio, in seconds"},
 			&cli.StringFlag{Name: "fps", Usage: "output frame rate (default: the avatar's, 25 for a still)"},
 			&cli.IntFlag{Name: "batch-size", Value: musetalk.DefaultBatchSize, Usage: "frames per UNet/VAE batch"},
@@ -54,7 +56,8 @@ func runBenchPipeline(c *cli.Context) error {
 	if c.Int("batch-size") < 1 {
 		return fmt.Errorf("--batch-size %d: must be at least 1", c.Int("batch-size"))
 	}
-	params := protocol.JobParams{Version: c.String("version"), BatchSize: c.Int("batch-size"), FPS: c.String("fps"), ParsingMode: c.String("parsing-mode")}
+	params := protocol.JobParams{Version: c.String("version"), BatchSize: c.Int("batch-size"), FPS: c.String("fps"),
+		ParsingMode: c.String("parsing-mode"), FaceDetector: c.String("face-detector")}
 	if fb := c.String("face-box"); fb != "" {
 		box, err := parseFaceBox(fb)
 		if err != nil {
@@ -128,8 +131,9 @@ func runBenchPipeline(c *cli.Context) error {
 }
 
 // writeStageTable prints each stage's total and per-frame time:
-// preparation per avatar frame, the networks per frame they ran on, the
-// rest per output frame.
+// preparation per avatar frame (and within it the face detectors, S3FD and
+// DWPose, per avatar frame they ran on), the networks per frame they ran
+// on, the rest per output frame.
 func writeStageTable(w io.Writer, st *musetalk.Stats) {
 	row := func(name string, d time.Duration, per int, unit string) {
 		perFrame := "-"
@@ -140,6 +144,8 @@ func writeStageTable(w io.Writer, st *musetalk.Stats) {
 	}
 	row("load", st.Load, 0, "")
 	row("prepare", st.Prepare, st.AvatarFrames, "avatar frame")
+	row("  s3fd", st.S3FD, st.S3FDFrames, "avatar frame")
+	row("  dwpose", st.DWPose, st.DWPoseFrames, "avatar frame")
 	row("features", st.Features, st.Frames, "frame")
 	row("unet", st.UNet, st.FaceFrames, "frame")
 	row("vae-decoder", st.VAEDecode, st.FaceFrames, "frame")

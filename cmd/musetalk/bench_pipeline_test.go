@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -28,6 +29,28 @@ func TestBenchPipeline(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+	// With a face box neither detector runs: their rows have no per-frame time.
+	for _, net := range []string{"s3fd", "dwpose"} {
+		if !regexp.MustCompile(`(?m)^\s+` + net + `\s+0\.00 s\s+-$`).MatchString(out) {
+			t.Errorf("output lacks an empty %s row:\n%s", net, out)
+		}
+	}
+	// Without one, S3FD and DWPose run on the avatar's frame (the tiny
+	// DWPose draws its face whatever the picture, so S3FD decides).
+	out, err = runAppCLI(t, newApp(), "bench", "pipeline", "--avatar", avatar,
+		"--weights", weights, "--seconds", "0.4", "--fps", "10", "--batch-size", "2", "--parsing-mode", "raw", "--work-dir", dir)
+	switch {
+	case err == nil:
+		for _, net := range []string{"s3fd", "dwpose"} {
+			if !regexp.MustCompile(`(?m)^\s+` + net + `\s+\d+\.\d\d s\s+\d+\.\d{3} s/avatar frame$`).MatchString(out) {
+				t.Errorf("output lacks the %s time per avatar frame:\n%s", net, out)
+			}
+		}
+	case strings.Contains(err.Error(), "no face found"): // the random S3FD found nothing
+		t.Logf("no face: %v", err)
+	default:
+		t.Fatalf("bench pipeline without a face box: %v\n%s", err, out)
 	}
 	if _, err := runAppCLI(t, newApp(), "bench", "pipeline", "--avatar", avatar, "--seconds", "0", "--weights", weights); err == nil || !strings.Contains(err.Error(), "--seconds") {
 		t.Errorf("--seconds 0: err %v, want one naming --seconds", err)

@@ -26,8 +26,10 @@ writes an H.264/AAC MP4 as long as the audio. Progress goes to stderr.
 Weights come from --weights (default $MUSETALK_WEIGHTS or
 ~/.cache/musetalk/weights); fetch them with ` + "`musetalk weights fetch`" + `, or
 write random tiny ones for a dry run with ` + "`musetalk weights tiny --out DIR`" + `.
-Without --face-box the S3FD detector finds the face in every frame; frames
-without a face pass through unchanged. The networks run on --device (auto:
+Without --face-box the face box of every frame is MuseTalk's: built from
+DWPose's face landmarks, S3FD's box where they give none (--face-detector
+s3fd: S3FD's box alone); frames where S3FD finds no face pass through
+unchanged. The networks run on --device (auto:
 the GPU when this build has CUDA and one is usable, else the CPU) at
 --precision (the device's default: fp16 on cuda, fp32 on cpu; fp16 needs
 cuda). See docs/PIPELINE.md.`,
@@ -40,6 +42,7 @@ cuda). See docs/PIPELINE.md.`,
 			&cli.IntFlag{Name: "batch-size", Value: musetalk.DefaultBatchSize, Usage: "frames per UNet/VAE batch"},
 			&cli.StringFlag{Name: "fps", Usage: "output frame rate, e.g. 25 or 30000/1001 (default: the video's own, 25 for a still)"},
 			&cli.StringFlag{Name: "face-box", Usage: "x1,y1,x2,y2: use this face box in every frame instead of detecting the face"},
+			&cli.StringFlag{Name: "face-detector", Usage: "how the face box is found without --face-box: dwpose (MuseTalk's box from DWPose's face landmarks, S3FD's where they give none) or s3fd (S3FD's box)", DefaultText: "dwpose"},
 			&cli.IntFlag{Name: "bbox-shift", Usage: "v1: move the face box's upper edge (positive opens the mouth more)"},
 			&cli.IntFlag{Name: "extra-margin", Usage: "v1.5: extend the face box downwards by this many pixels", DefaultText: "10"},
 			&cli.StringFlag{Name: "parsing-mode", Usage: "v1.5 blend mask: jaw (default) or raw"},

@@ -81,6 +81,7 @@ func TestRenderFlagErrors(t *testing.T) {
 		{append(base, "--batch-size", "0"), "--batch-size"},
 		{append(base, "--fps", "fast"), "--fps"},
 		{append(base, "--parsing-mode", "nose"), "--parsing-mode"},
+		{append(base, "--face-detector", "retinaface"), "--face-detector"},
 		{[]string{"--avatar", filepath.Join(dir, "none.png"), "--audio", png, "--out", filepath.Join(dir, "o.mp4")}, "--avatar"},
 		{[]string{"--avatar", png, "--audio", png, "--out", filepath.Join(dir, "no", "o.mp4")}, "--out"},
 	} {

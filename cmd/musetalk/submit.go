@@ -54,6 +54,7 @@ Ctrl-C while waiting stops waiting, not the job: the job id is printed and
 			&cli.StringFlag{Name: "version", Usage: "MuseTalk version: v15 or v1 (default v15)"},
 			&cli.StringFlag{Name: "fps", Usage: "output frame rate, e.g. 25 or 30000/1001 (default: the avatar's)"},
 			&cli.StringFlag{Name: "face-box", Usage: "face box x1,y1,x2,y2 in pixels, instead of face detection"},
+			&cli.StringFlag{Name: "face-detector", Usage: "how the face box is found without --face-box: dwpose (MuseTalk's box from DWPose's face landmarks, S3FD's where they give none) or s3fd (S3FD's box)", DefaultText: "dwpose"},
 			&cli.IntFlag{Name: "batch-size", Usage: "frames per UNet/VAE batch", DefaultText: "20"},
 			&cli.IntFlag{Name: "bbox-shift", Usage: "v1: move the face box's upper edge, in pixels"},
 			&cli.IntFlag{Name: "extra-margin", Usage: "v1.5: extend the face box downwards, in pixels", DefaultText: "10"},
@@ -265,13 +266,14 @@ func jobProgress(v protocol.JobView) protocol.Progress {
 // as the server would.
 func paramsFromFlags(c *cli.Context) (protocol.JobParams, error) {
 	p := protocol.JobParams{
-		Engine:      c.String("engine"),
-		Version:     c.String("version"),
-		BBoxShift:   c.Int("bbox-shift"),
-		ExtraMargin: c.Int("extra-margin"),
-		ParsingMode: c.String("parsing-mode"),
-		FPS:         c.String("fps"),
-		BatchSize:   c.Int("batch-size"),
+		Engine:       c.String("engine"),
+		Version:      c.String("version"),
+		BBoxShift:    c.Int("bbox-shift"),
+		ExtraMargin:  c.Int("extra-margin"),
+		ParsingMode:  c.String("parsing-mode"),
+		FPS:          c.String("fps"),
+		BatchSize:    c.Int("batch-size"),
+		FaceDetector: c.String("face-detector"),
 	}
 	if s := c.String("face-box"); s != "" {
 		box, err := parseFaceBox(s)

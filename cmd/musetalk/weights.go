@@ -25,14 +25,15 @@ func weightsCommand() *cli.Command {
 			Usage:     "convert an official checkpoint (PyTorch .pth/.bin or safetensors) to safetensors",
 			ArgsUsage: "SRC DST",
 			Description: `Reads MuseTalk's unet.pth, sd-vae-ft-mse's diffusion_pytorch_model.bin,
-whisper-tiny's pytorch_model.bin (or safetensors, or the s3fd and BiSeNet
-checkpoints), maps legacy names (the VAE's query/key/value/proj_attn,
-Whisper's model. prefix, its decoder dropped) and writes safetensors.
-For unet, vae and whisper the tensors are checked against the network's
-full-size spec first: a missing or misshapen tensor is named and nothing
-is written.`,
+whisper-tiny's pytorch_model.bin, DWPose's dw-ll_ucoco_384.pth (or
+safetensors, or the s3fd and BiSeNet checkpoints), maps legacy names (the
+VAE's query/key/value/proj_attn, Whisper's model. prefix, its decoder
+dropped; DWPose's state dict is taken out of the mmengine checkpoint, its
+BatchNorm buffers kept) and writes safetensors. For unet, vae, whisper and
+dwpose the tensors are checked against the network's full-size spec first:
+a missing or misshapen tensor is named and nothing is written.`,
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "kind", Value: "auto", Usage: "auto, unet, vae, whisper, s3fd or bisenet"},
+				&cli.StringFlag{Name: "kind", Value: "auto", Usage: "auto, unet, vae, whisper, s3fd, bisenet or dwpose"},
 				&cli.BoolFlag{Name: "fp16", Usage: "store floating-point tensors as float16"},
 				&cli.BoolFlag{Name: "no-check", Usage: "skip the check against the network's spec"},
 				&cli.BoolFlag{Name: "drop-unexpected", Usage: "drop tensors the network does not use instead of failing"},
@@ -89,6 +90,8 @@ func fullSizeSpec(kind weights.Kind) ([]weights.TensorSpec, error) {
 		spec, err = model.VAESpec(model.SDVAEConfig())
 	case weights.KindWhisper:
 		spec = model.WhisperEncoderSpec(model.DefaultWhisperConfig())
+	case weights.KindDWPose:
+		spec = modeldir.DWPoseSpec()
 	default:
 		return nil, nil
 	}
@@ -108,7 +111,8 @@ func weightsFetchCommand() *cli.Command {
 		Usage: "download the official weights into a weight directory",
 		Description: `Downloads every file the given MuseTalk versions need that the directory
 lacks (in neither its official nor its safetensors form): the UNet(s) and
-VAE from the Hugging Face hub, Whisper-tiny, BiSeNet and S3FD. Downloads
+VAE from the Hugging Face hub, Whisper-tiny, BiSeNet, DWPose (yzd-v/DWPose,
+as MuseTalk's download script gets it) and S3FD. Downloads
 resume where an interrupted run stopped, are checked against the pinned
 or hub-declared sha256 and only then put in place. Set HF_ENDPOINT or
 --endpoint to use a hub mirror, and --s3fd-url for S3FD's checkpoint,
@@ -376,12 +380,17 @@ func weightsTinyCommand() *cli.Command {
 		Usage: "write seeded random weights of tiny networks, for tests and demos",
 		Description: `Writes a complete weight directory in the official layout with seeded
 random weights: tiny UNets for v15 and v1, a tiny VAE (256×256 crops still
-give 32×32 latents) and Whisper encoder (30 s windows still work), and
-full-structure S3FD and BiSeNet. Everything runs fast. A render with them
-replaces the lower half of the face box with the random networks' noise
-and leaves the rest of the frame as it was. The random S3FD's box is
-arbitrary (preparation warns when it touches the frame's edge): give
---face-box x1,y1,x2,y2. The same seed writes the same files.`,
+give 32×32 latents) and Whisper encoder (30 s windows still work),
+full-structure S3FD and BiSeNet, and DWPose's structure at an eighth of its
+width. Everything runs fast. A render with them replaces the lower half of
+the face box with the random networks' noise and leaves the rest of the
+frame as it was. The tiny DWPose draws a fixed schematic face whatever the
+picture, which MuseTalk's landmark rules turn into the box
+(0.36, 0.18)-(0.64, 0.62) of a square frame (182,91,328,317 on a 512x512
+one); the random S3FD's box (--face-detector s3fd, or where S3FD finds a
+face and the landmarks give no box) is arbitrary (preparation warns when it
+touches the frame's edge). Give --face-box x1,y1,x2,y2 for a box of your
+own. The same seed writes the same files.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Usage: "the directory to write (created if needed)", Required: true},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the random weights"},

@@ -1,166 +1,215 @@
 package modeldir
 
 import (
-	"fmt"
 	"math"
+	"strings"
 
 	"github.com/avatargen/musetalk/musetalk/model"
 )
 
-// The DWPose checkpoint's structure, for the layout's spec checks (weights
-// convert) and the random weights (weights tiny, bench): mmpose's
-// TopdownPoseEstimator with a CSPNeXt-P5 backbone (expand ratio 0.5,
-// channel attention, deepen factor 1) and an RTMCC head, as MuseTalk's
-// rtmpose-l_8xb32-270e_coco-ubody-wholebody-384x288.py builds it. Every
-// conv of the backbone is a ConvModule (conv without bias, BatchNorm,
-// SiLU), so the state dict holds each BatchNorm's weight, bias,
-// running_mean, running_var and num_batches_tracked.
-
-// dwposeArch is the shape of a DWPose network.
-type dwposeArch struct {
-	stem       [3]int // the stem's three ConvModules' outputs
-	stages     [4]int // each stage's output channels
-	blocks     [4]int // CSPNeXt blocks per stage
-	hidden     int    // the head's hidden dim (GAU in/out)
-	s          int    // the GAU's query/key dim
-	expansion  int    // the GAU's expansion (e = expansion·hidden)
-	keypoints  int    // output keypoints (133, COCO-WholeBody)
-	inW, inH   int    // input size (288×384)
-	split      int    // SimCC split ratio (2)
-	featW      int    // the backbone's output width (inW/32)
-	featH      int    // and height
-	finalKernl int    // the head's final_layer kernel (7)
+// dwposeTiny is the tiny DWPose of `weights tiny`: DWPose's structure at
+// widen factor 0.125 with a 32-wide head (golden case k1's public model),
+// 1.32 M parameters.
+func dwposeTiny() model.DWPoseConfig {
+	return model.DWPoseConfig{Widen: 0.125, Deepen: 1, GAUHidden: 32, GAUS: 16, GAUExpansion: 2}
 }
 
-// dwposeL is DWPose-l (dw-ll_ucoco_384.pth): widen factor 1, 33.65 M
-// parameters.
-func dwposeL() dwposeArch {
-	return dwposeArch{
-		stem: [3]int{32, 32, 64}, stages: [4]int{128, 256, 512, 1024}, blocks: [4]int{3, 6, 6, 3},
-		hidden: 256, s: 128, expansion: 2, keypoints: 133, inW: 288, inH: 384, split: 2, featW: 9, featH: 12, finalKernl: 7,
-	}
-}
-
-// dwposeTiny is the same structure at widen factor 0.125 with a 32-wide
-// head (golden case k1's public model): 1.32 M parameters.
-func dwposeTiny() dwposeArch {
-	a := dwposeL()
-	a.stem, a.stages = [3]int{4, 4, 8}, [4]int{16, 32, 64, 128}
-	a.hidden, a.s = 32, 16
-	return a
-}
-
-// spec lists the state dict's tensors in module order: every floating
-// tensor and, with buffers, each BatchNorm's num_batches_tracked (shape
-// [], as torch stores it; it is an integer tensor).
-func (a dwposeArch) spec(buffers bool) []model.TensorSpec {
+// dwposeCheckpointSpec is a DWPose checkpoint's state dict: the network's
+// tensors ([model.DWPoseSpec]) and each BatchNorm's num_batches_tracked
+// (an int64 0-d tensor), which the network does not read.
+func dwposeCheckpointSpec(cfg model.DWPoseConfig) []model.TensorSpec {
 	var out []model.TensorSpec
-	add := func(name string, shape ...int) { out = append(out, model.TensorSpec{Name: name, Shape: shape}) }
-	bn := func(p string, c int) {
-		for _, n := range []string{"weight", "bias", "running_mean", "running_var"} {
-			add(p+".bn."+n, c)
-		}
-		if buffers {
-			add(p + ".bn.num_batches_tracked")
+	for _, s := range model.DWPoseSpec(cfg) {
+		out = append(out, s)
+		if p, ok := strings.CutSuffix(s.Name, ".running_var"); ok {
+			out = append(out, model.TensorSpec{Name: p + ".num_batches_tracked", Shape: []int{}})
 		}
 	}
-	conv := func(p string, out, in, k int) { // ConvModule
-		add(p+".conv.weight", out, in, k, k)
-		bn(p, out)
-	}
-	in := 3
-	for i, c := range a.stem {
-		conv(fmt.Sprintf("backbone.stem.%d", i), c, in, 3)
-		in = c
-	}
-	for i, c := range a.stages {
-		p := fmt.Sprintf("backbone.stage%d", i+1)
-		conv(p+".0", c, in, 3)
-		csp := p + ".1"
-		if i == len(a.stages)-1 { // SPP bottleneck before the last CSP layer
-			conv(p+".1.conv1", c/2, c, 1)
-			conv(p+".1.conv2", c, c/2*4, 1)
-			csp = p + ".2"
-		}
-		mid := c / 2
-		conv(csp+".main_conv", mid, c, 1)
-		conv(csp+".short_conv", mid, c, 1)
-		for j := range a.blocks[i] {
-			b := fmt.Sprintf("%s.blocks.%d", csp, j)
-			conv(b+".conv1", mid, mid, 3)
-			add(b+".conv2.depthwise_conv.conv.weight", mid, 1, 5, 5)
-			bn(b+".conv2.depthwise_conv", mid)
-			conv(b+".conv2.pointwise_conv", mid, mid, 1)
-		}
-		add(csp+".attention.fc.weight", 2*mid, 2*mid, 1, 1)
-		add(csp+".attention.fc.bias", 2*mid)
-		conv(csp+".final_conv", c, 2*mid, 1)
-		in = c
-	}
-	e := a.expansion * a.hidden
-	add("head.final_layer.weight", a.keypoints, in, a.finalKernl, a.finalKernl)
-	add("head.final_layer.bias", a.keypoints)
-	add("head.mlp.0.g", 1)
-	add("head.mlp.1.weight", a.hidden, a.featW*a.featH)
-	add("head.gau.gamma", 2, a.s)
-	add("head.gau.beta", 2, a.s)
-	add("head.gau.o.weight", a.hidden, e)
-	add("head.gau.uv.weight", 2*e+a.s, a.hidden)
-	add("head.gau.ln.g", 1)
-	add("head.gau.res_scale.scale", a.hidden)
-	add("head.cls_x.weight", a.inW*a.split, a.hidden)
-	add("head.cls_y.weight", a.inH*a.split, a.hidden)
 	return out
 }
+
+// DWPoseSpec lists the tensors of the official DWPose checkpoint's state
+// dict (dw-ll_ucoco_384.pth, DWPose-l, 33.65 M parameters) with their
+// shapes, BatchNorm buffers included (num_batches_tracked is a 0-d int64
+// tensor), for checking a checkpoint before converting it.
+func DWPoseSpec() []model.TensorSpec { return dwposeCheckpointSpec(model.DWPoseL()) }
 
 // The random DWPose's keypoints land anywhere, mostly outside the face
 // and often outside the frame (the model sees the frame padded by 25 %),
 // so MuseTalk's box logic would fall back to S3FD on every frame and a
 // tiny render would never take the landmark path. biasTinyDWPose makes
-// the head put every keypoint somewhere in a fixed region of a square
-// portrait, the middle third of its width and 20–64 % of its height,
-// where a centred face is; within it each keypoint's place still comes
-// from the random network (and the picture), so the 68 face landmarks
-// spread over the region and MuseTalk's rules make a box of them:
+// the tiny DWPose draw a fixed face instead: its 68 face landmarks
+// ([tinyFaceTemplate]) where a centred face sits in a square portrait,
+// the other keypoints at the input's centre, whatever the picture (the
+// network still runs in full; its output just does not depend on the
+// picture). How, with the head's own operations:
 //
-//   - the backbone's last BatchNorm gives channel 0 the constant 1, so
-//     its output channel 0 is SiLU(1) everywhere;
-//   - the head's 7×7 final_layer reads that channel through its centre
-//     tap only, with weight tinyDWPoseConst, for every keypoint: each
-//     keypoint's 108 features get the same large positive offset;
-//   - mlp's linear layer sums the features into hidden unit 0 (a positive
-//     value for every keypoint and picture) and keeps that sum out of the
-//     other units (their rows have zero mean), which carry the random,
-//     keypoint-dependent part;
-//   - the GAU's output projection is zero (the block passes its input
-//     on, scaled; unit 0 by 1), so unit 0 reaches the classifiers;
-//   - the SimCC classifiers weigh unit 0 by −tinyDWPosePenalty for the
-//     bins outside the region and +tinyDWPoseLift inside: every argmax
-//     lies inside, and its logit is positive, so the score is too. The x
-//     region is symmetric, so the flip test's mirrored logits keep it.
+//   - the backbone's last BatchNorm makes its output channel 0 the
+//     constant SiLU(1);
+//   - the head's 7×7 final_layer reads only that channel, through three
+//     taps: the centre (weight 1, every position), the top-left corner
+//     (weight u_k: only positions with 3 rows above and 3 columns to the
+//     left) and the top-right corner (weight w_k); so keypoint k's 108
+//     features are 1 + u_k·M2 + w_k·M3 for two fixed masks M2, M3, times
+//     SiLU(1);
+//   - after the ScaleNorm (a positive factor κ_k), mlp's linear layer
+//     takes the dual basis of (1, M2, M3) as its first three rows, so
+//     hidden units 0, 1, 2 are κ_k·(1, u_k, w_k);
+//   - the GAU's output projection is zero, so they reach the classifiers
+//     as they are (res_scale 1);
+//   - cls_x's logit of bin b is κ_k·(−β(t/S)² + L + u_k·2β(t/S)) with
+//     t = b − centre: a parabola whose top is at t = S·u_k, lifted by L so
+//     the score is positive; cls_y likewise with w_k. The other units are
+//     not read.
+//
+// u_k and w_k are the template's bins relative to the centre, over S. The
+// template is left-right symmetric under the flip test's keypoint pairs,
+// so the mirrored pass peaks at the same bins.
 const (
-	tinyDWPoseConst   = 10
-	tinyDWPosePenalty = 100
-	tinyDWPoseLift    = 0.1
+	tinyDWPoseS    = 100  // bins per unit of u_k and w_k
+	tinyDWPoseBeta = 1e4  // the parabola's curvature, in (bins/S)⁻²: about one logit per bin at the top
+	tinyDWPoseLift = 10   // L: keeps the top's logit (the score) positive
+	tinyFaceCX     = 0.5  // the face's centre, as a fraction of a square frame's width
+	tinyFaceCY     = 0.42 // and height
+	tinyFaceHX     = 0.15 // the template's unit, as a fraction of the width
+	tinyFaceHY     = 0.2  // and of the height
+	tinyDWPoseA    = 1.0  // final_layer's centre tap
 )
 
-// The region, as fractions of a square frame's width and height.
-var (
-	tinyDWPoseX = [2]float64{1.0 / 3, 2.0 / 3}
-	tinyDWPoseY = [2]float64{0.2, 0.64}
-)
-
-// tinyDWPoseBins returns the first and last SimCC bin of n whose keypoint
-// lies in frac of a square frame's side along an axis the model sees with
-// scale times the side (mmpose's box padding 1.25 and aspect fix: 1.25
-// across, 1.25/0.75 down), centred.
-func tinyDWPoseBins(n int, scale float64, frac [2]float64) (lo, hi int) {
-	// keypoint/side = bin/n·scale − (scale−1)/2
-	at := func(f float64) float64 { return (f + (scale-1)/2) / scale * float64(n) }
-	return int(math.Ceil(at(frac[0]))), int(math.Floor(at(frac[1])))
+// tinyFaceTemplate returns the 68 face landmarks (iBUG 300-W order) of a
+// schematic frontal face in units where x runs −1 (left in the picture)
+// to 1 and y −1 (up) to 1 (the chin): jaw, brows, nose bridge (27-30,
+// landmark 29 at y −0.1), nostrils, eyes and lips. MuseTalk's rules make
+// it the box x −0.95..0.95, y −1.2..1.
+func tinyFaceTemplate() [68][2]float64 {
+	var t [68][2]float64
+	for i := range 17 { // jaw, from the picture's left over the chin
+		a := math.Pi - float64(i)*math.Pi/16
+		t[i] = [2]float64{0.95 * math.Cos(a), -0.25 + 1.25*math.Sin(a)}
+	}
+	for i := range 5 { // brows
+		x := -0.8 + float64(i)*0.16
+		t[17+i] = [2]float64{x, -0.55}
+		t[26-i] = [2]float64{-x, -0.55}
+	}
+	for i := range 4 { // nose bridge
+		t[27+i] = [2]float64{0, -0.4 + float64(i)*0.15}
+	}
+	for i := range 5 { // nostrils
+		t[31+i] = [2]float64{-0.2 + float64(i)*0.1, 0.15}
+	}
+	eye := func(first int, cx float64) {
+		for i := range 6 {
+			a := math.Pi - float64(i)*math.Pi/3
+			t[first+i] = [2]float64{cx + 0.15*math.Cos(a), -0.35 - 0.06*math.Sin(a)}
+		}
+	}
+	eye(36, -0.45)
+	eye(42, 0.45)
+	for i := range 12 { // outer lip, from the left corner over the top
+		a := math.Pi - float64(i)*math.Pi/6
+		t[48+i] = [2]float64{0.4 * math.Cos(a), 0.5 - 0.15*math.Sin(a)}
+	}
+	for i := range 8 { // inner lip
+		a := math.Pi - float64(i)*math.Pi/4
+		t[60+i] = [2]float64{0.25 * math.Cos(a), 0.5 - 0.07*math.Sin(a)}
+	}
+	return t
 }
 
-// biasTinyDWPose applies the changes above to one freshly drawn tensor.
+// tinyDWPoseTargets returns each keypoint's (u_k, w_k): its SimCC bins
+// (nx, ny of them) relative to the centre bin, over tinyDWPoseS. Face
+// landmarks come from the template placed in a square frame (mmpose shows
+// the model the frame padded by 25 % across and, for the 3:4 input,
+// 1.25/0.75 down), the rest sit at the centre; pairs the flip test swaps
+// are made exact mirror images.
+func tinyDWPoseTargets(nx, ny int) [model.DWPoseKeypoints][2]float64 {
+	var out [model.DWPoseKeypoints][2]float64
+	toBin := func(frac, scale float64, n int) float64 { // frame fraction → bin − centre
+		return (frac+(scale-1)/2)/scale*float64(n) - float64(n-1)/2
+	}
+	for i, p := range tinyFaceTemplate() {
+		fx, fy := tinyFaceCX+tinyFaceHX*p[0], tinyFaceCY+tinyFaceHY*p[1]
+		out[model.DWPoseFaceFirst+i] = [2]float64{toBin(fx, 1.25, nx) / tinyDWPoseS, toBin(fy, 1.25/0.75, ny) / tinyDWPoseS}
+	}
+	flip := model.DWPoseFlipIndices()
+	for k, f := range flip {
+		if f > k {
+			x := (out[k][0] - out[f][0]) / 2
+			y := (out[k][1] + out[f][1]) / 2
+			out[k], out[f] = [2]float64{x, y}, [2]float64{-x, y}
+		} else if f == k {
+			out[k][0] = 0
+		}
+	}
+	return out
+}
+
+// dualBasis returns d0, d1, d2 in the span of the 12×9 feature map's masks
+// (1, M2, M3) with d_i·v_j = δ_ij: M2 marks the positions final_layer's
+// top-left tap reaches inside the map (row ≥ 3, column ≥ 3), M3 those of
+// its top-right tap (row ≥ 3, column ≤ cols−4).
+func dualBasis(rows, cols, k int) [3][]float64 {
+	n := rows * cols
+	var v [3][]float64
+	for i := range v {
+		v[i] = make([]float64, n)
+	}
+	h := k / 2
+	for r := range rows {
+		for c := range cols {
+			p := r*cols + c
+			v[0][p] = 1
+			if r >= h && c >= h {
+				v[1][p] = 1
+			}
+			if r >= h && c+h < cols {
+				v[2][p] = 1
+			}
+		}
+	}
+	var g [3][3]float64
+	for i := range 3 {
+		for j := range 3 {
+			for p := range n {
+				g[i][j] += v[i][p] * v[j][p]
+			}
+		}
+	}
+	inv := invert3(g)
+	var d [3][]float64
+	for i := range 3 {
+		d[i] = make([]float64, n)
+		for j := range 3 {
+			for p := range n {
+				d[i][p] += inv[i][j] * v[j][p]
+			}
+		}
+	}
+	return d
+}
+
+// invert3 inverts a 3×3 matrix by its adjugate.
+func invert3(m [3][3]float64) [3][3]float64 {
+	var c [3][3]float64
+	for i := range 3 {
+		for j := range 3 {
+			a, b := (i+1)%3, (i+2)%3
+			x, y := (j+1)%3, (j+2)%3
+			c[j][i] = m[a][x]*m[b][y] - m[a][y]*m[b][x] // cofactor (i, j), transposed
+		}
+	}
+	det := m[0][0]*c[0][0] + m[0][1]*c[1][0] + m[0][2]*c[2][0]
+	for i := range 3 {
+		for j := range 3 {
+			c[i][j] /= det
+		}
+	}
+	return c
+}
+
+// biasTinyDWPose applies the changes above to one freshly drawn tensor of
+// the given shape.
 func biasTinyDWPose(name string, shape []int, out []float32) {
 	const lastBN = "backbone.stage4.2.final_conv.bn."
 	switch name {
@@ -169,57 +218,41 @@ func biasTinyDWPose(name string, shape []int, out []float32) {
 	case lastBN + "bias":
 		out[0] = 1
 	case "head.final_layer.weight": // [K, C, k, k]
-		k, c := shape[2], shape[1]
+		kk := shape[2]
+		per := shape[1] * kk * kk
+		targets := tinyDWPoseTargets(model.DWPoseBinsX, model.DWPoseBinsY)
+		clear(out)
 		for kp := range shape[0] {
-			taps := out[kp*c*k*k : kp*c*k*k+k*k] // input channel 0
-			clear(taps)
-			taps[k/2*k+k/2] = tinyDWPoseConst
+			taps := out[kp*per : kp*per+kk*kk] // input channel 0
+			taps[kk/2*kk+kk/2] = tinyDWPoseA
+			taps[0] = float32(targets[kp][0])
+			taps[kk-1] = float32(targets[kp][1])
 		}
+	case "head.final_layer.bias", "head.gau.o.weight":
+		clear(out)
 	case "head.mlp.0.g":
 		out[0] = 1
-	case "head.mlp.1.weight": // [hidden, features]
+	case "head.mlp.1.weight": // [hidden, rows·cols]
+		d := dualBasis(model.DWPoseInputH/32, model.DWPoseInputW/32, 7)
 		f := shape[1]
-		for j := range shape[0] {
-			row := out[j*f : (j+1)*f]
-			if j == 0 {
-				for i := range row {
-					row[i] = float32(1 / math.Sqrt(float64(f)))
-				}
-				continue
-			}
-			var mean float64
-			for _, v := range row {
-				mean += float64(v)
-			}
-			mean /= float64(f)
-			for i := range row {
-				row[i] -= float32(mean)
+		for j := range 3 {
+			for p := range f {
+				out[j*f+p] = float32(d[j][p])
 			}
 		}
-	case "head.gau.o.weight":
-		clear(out)
 	case "head.gau.res_scale.scale":
-		out[0] = 1
+		out[0], out[1], out[2] = 1, 1, 1
 	case "head.cls_x.weight", "head.cls_y.weight": // [bins, hidden]
 		n, h := shape[0], shape[1]
-		lo, hi := tinyDWPoseBins(n, 1.25, tinyDWPoseX)
+		unit := 1
 		if name == "head.cls_y.weight" {
-			lo, hi = tinyDWPoseBins(n, 1.25/0.75, tinyDWPoseY)
-		} else {
-			hi = n - 1 - lo // exactly symmetric, for the flip test
+			unit = 2
 		}
+		clear(out)
 		for b := range n {
-			w := float32(-tinyDWPosePenalty)
-			if b >= lo && b <= hi {
-				w = tinyDWPoseLift
-			}
-			out[b*h] = w
+			t := (float64(b) - float64(n-1)/2) / tinyDWPoseS
+			out[b*h] = float32((-tinyDWPoseBeta*t*t + tinyDWPoseLift) / tinyDWPoseA)
+			out[b*h+unit] = float32(2 * tinyDWPoseBeta * t)
 		}
 	}
 }
-
-// DWPoseSpec lists the tensors of the official DWPose checkpoint's state
-// dict (dw-ll_ucoco_384.pth, DWPose-l, 33.65 M parameters) with their
-// shapes, BatchNorm buffers included (num_batches_tracked is a 0-d int64
-// tensor), for checking a checkpoint before converting it.
-func DWPoseSpec() []model.TensorSpec { return dwposeL().spec(true) }

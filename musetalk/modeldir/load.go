@@ -22,6 +22,7 @@ type Models struct {
 	Whisper *model.WhisperEncoder
 	S3FD    *model.S3FD
 	BiSeNet *model.BiSeNet
+	DWPose  *model.DWPose
 }
 
 // Close releases every network's weights on the backend. The networks must
@@ -42,11 +43,14 @@ func (m *Models) Close() {
 	if m.BiSeNet != nil {
 		m.BiSeNet.Close()
 	}
+	if m.DWPose != nil {
+		m.DWPose.Close()
+	}
 	*m = Models{Version: m.Version, ID: m.ID}
 }
 
 // Load builds every network of version (UNet, VAE, Whisper encoder, S3FD,
-// BiSeNet) on b from d. It first runs [Dir.Check], so a missing file is a
+// BiSeNet, DWPose, whose size is read from its tensors) on b from d. It first runs [Dir.Check], so a missing file is a
 // *[MissingError] naming the fetch command; a malformed config or a
 // missing or misshapen tensor is an error naming the file. Load stops
 // between networks when ctx is done and returns its cause. On error
@@ -91,6 +95,13 @@ func (d Dir) Load(ctx context.Context, b kernels.Backend, version string) (*Mode
 		}},
 		{weights.KindBiSeNet, func(src model.Tensors) (err error) {
 			m.BiSeNet, err = model.NewBiSeNet(b, src)
+			return err
+		}},
+		{weights.KindDWPose, func(src model.Tensors) error {
+			cfg, err := model.InferDWPoseConfig(src)
+			if err == nil {
+				m.DWPose, err = model.NewDWPose(b, cfg, src)
+			}
 			return err
 		}},
 	}

@@ -135,10 +135,11 @@ type tinyNet struct {
 // One exception makes a render with these weights visible: BiSeNet's
 // classifier gets a large bias towards skin (see biasTinyParser), so the
 // blend mask is the face box's lower half and the mouth region shows the
-// tiny networks' output; and DWPose's head is steered so that every
-// keypoint lies in the middle of a square portrait (see biasTinyDWPose),
-// where MuseTalk's landmark rules make a face box of them. The random
-// S3FD's box is arbitrary.
+// tiny networks' output; and DWPose draws a fixed schematic face
+// whatever the picture (see biasTinyDWPose), whose landmarks MuseTalk's
+// rules turn into the box (0.36, 0.18)–(0.64, 0.62) of a square frame, so
+// tiny renders take the landmark path. The random S3FD's box is
+// arbitrary.
 func WriteTiny(dir string, seed uint64) error {
 	return writeRandom(dir, seed, "tiny", map[string]any{
 		"musetalk/musetalk.json":           tinyUNetJSON(),
@@ -158,7 +159,7 @@ func WriteFullSize(dir string, seed uint64) error {
 	if err != nil {
 		return fmt.Errorf("writing full-size weights: %w", err)
 	}
-	return writeRandom(dir, seed, "full-size", configs, weights.F16, dwposeL())
+	return writeRandom(dir, seed, "full-size", configs, weights.F16, model.DWPoseL())
 }
 
 // fullSizeConfigs returns the config files of the real networks.
@@ -192,7 +193,7 @@ func fullSizeConfigs() (map[string]any, error) {
 // weights for every network of the layout; UNet, VAE, Whisper and DWPose
 // (of shape dwpose) weights are stored as dtype, S3FD and BiSeNet always
 // as F16.
-func writeRandom(dir string, seed uint64, what string, configs map[string]any, dtype weights.DType, dwpose dwposeArch) error {
+func writeRandom(dir string, seed uint64, what string, configs map[string]any, dtype weights.DType, dwpose model.DWPoseConfig) error {
 	parsers := map[string]func([]byte) error{
 		"musetalk/musetalk.json":    parseUNet,
 		"musetalkV15/musetalk.json": parseUNet,
@@ -263,7 +264,7 @@ func writeRandom(dir string, seed uint64, what string, configs map[string]any, d
 		case weights.KindBiSeNet:
 			net.spec, net.dtype = model.BiSeNetSpec(), weights.F16
 		case weights.KindDWPose:
-			net.spec = dwpose.spec(false)
+			net.spec = model.DWPoseSpec(dwpose)
 		default:
 			return fmt.Errorf("writing %s weights: no random network for %s", what, f.Kind)
 		}
