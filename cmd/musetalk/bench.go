@@ -18,7 +18,7 @@ import (
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
-		Usage: "measure the speed of the networks and of the whole pipeline",
+		Usage: "measure the speed of the networks, of the whole pipeline and of the control plane",
 		Subcommands: []*cli.Command{{
 			Name:  "model",
 			Usage: "time the full-size MuseTalk UNet and VAE decoder with seeded random weights",
@@ -39,7 +39,7 @@ elsewhere.`,
 				&cli.Float64Flag{Name: "peak-gflops", Usage: "the machine's peak GFLOP/s, to report each network's share of it"},
 			}, deviceFlags("threads of the cpu device")...),
 			Action: runBenchModel,
-		}, benchPipelineCommand()},
+		}, benchPipelineCommand(), benchControlCommand()},
 	}
 }
 

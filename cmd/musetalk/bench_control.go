@@ -1,0 +1,414 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/urfave/cli/v2"
+
+	"github.com/avatargen/musetalk/blob"
+	"github.com/avatargen/musetalk/control"
+	"github.com/avatargen/musetalk/control/loadgen"
+	"github.com/avatargen/musetalk/control/store"
+	"github.com/avatargen/musetalk/control/store/postgres"
+	"github.com/avatargen/musetalk/control/store/sqlite"
+	"github.com/avatargen/musetalk/telemetry"
+)
+
+func benchControlCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "control",
+		Usage:     "load the control plane with simulated workers and submissions; check exactly-once delivery",
+		UsageText: "musetalk bench control [--db FILE|postgres://… [--replicas N] | --url URL[,URL…]] [options]",
+		Description: `Simulates --workers workers against a control plane: each sends a
+heartbeat every --heartbeat-interval (0: back to back, as fast as they are
+answered) and, unless --cycles=false, claims a job, uploads an output of
+--output-bytes through the control plane and completes it, in a loop, while
+--submitters keep the queue filled. After --duration it reports, per kind
+of call, the calls answered per second, the p50, p99 and max latency, the
+errors, and the claim → upload → complete cycles per second.
+
+Every answer is checked for exactly-once delivery: an attempt handed out
+by two claims, a call of an attempt accepted after a later attempt of the
+same job was claimed, or a job completed twice is a violation, printed,
+and the command exits non-zero.
+
+Without --url it starts the control plane in this process, on a loopback
+port, with the same code and defaults as musetalk control: SQLite in a
+temporary directory (or --db FILE), or PostgreSQL when --db is a
+postgres:// URL, in a new schema that is dropped afterwards; --replicas
+starts several control planes on that one database, the workers spread
+over them. Its log goes to control.log in the work directory. Its objects
+go to the work directory. The figures then include the generator, which
+runs on the same cores.
+
+With --url it loads a running control plane (give its worker key and, if
+its public API needs one, a public key). It submits and completes real
+jobs there: never point it at a production deployment.
+
+Progress is shown on stderr every second (redrawn in place on a terminal).`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "url", Usage: "load the control plane at this URL (comma-separated: replicas) instead of starting one"},
+			&cli.StringFlag{Name: "internal-api-key", Usage: "with --url: the worker API's key", EnvVars: []string{"INTERNAL_API_KEY"}},
+			&cli.StringFlag{Name: "api-key", Usage: "with --url: the public API's key, when it needs one", EnvVars: []string{"MUSETALK_API_KEY"}},
+			&cli.StringFlag{Name: "db", Usage: "in-process control plane: a SQLite file, or a postgres:// URL (a new schema is made and dropped)", DefaultText: "SQLite in the work directory"},
+			&cli.IntFlag{Name: "replicas", Value: 1, Usage: "in-process control planes sharing the PostgreSQL --db"},
+			&cli.StringFlag{Name: "work-dir", Usage: "directory for the in-process control plane's database, objects and log", DefaultText: "a temporary directory, removed afterwards"},
+			&cli.IntFlag{Name: "workers", Value: loadgen.DefaultWorkers, Usage: "simulated workers"},
+			&cli.DurationFlag{Name: "duration", Value: loadgen.DefaultDuration, Usage: "how long calls are started; cycles in progress finish afterwards"},
+			&cli.DurationFlag{Name: "heartbeat-interval", Value: control.DefaultHeartbeatInterval, Usage: "each worker's heartbeat period (0: back to back)"},
+			&cli.BoolFlag{Name: "cycles", Value: true, Usage: "run claim → upload → complete cycles and submissions"},
+			&cli.DurationFlag{Name: "work", Usage: "simulated render time of each attempt, between claim and upload"},
+			&cli.DurationFlag{Name: "idle-wait", Value: loadgen.DefaultIdleWait, Usage: "how long a worker waits after a claim found nothing"},
+			&cli.IntFlag{Name: "submitters", Value: loadgen.DefaultSubmitters, Usage: "concurrent submitters"},
+			&cli.IntFlag{Name: "queue-depth", Usage: "submitters pause while this many submitted jobs are unclaimed", DefaultText: "2 per worker"},
+			&cli.IntFlag{Name: "prefill", Usage: "jobs submitted before the clock starts (-1: none)", DefaultText: "--queue-depth"},
+			&cli.IntFlag{Name: "output-bytes", Value: loadgen.DefaultOutputBytes, Usage: "size of each uploaded output"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the whole process (generator and in-process control plane) to this file"},
+			&cli.StringFlag{Name: "memprofile", Usage: "write an allocation profile to this file at the end"},
+		},
+		Action: runBenchControl,
+	}
+}
+
+func runBenchControl(c *cli.Context) error {
+	ctx := c.Context
+	cfg := loadgen.Config{
+		Workers: c.Int("workers"), Duration: c.Duration("duration"), HeartbeatInterval: c.Duration("heartbeat-interval"),
+		Cycles: c.Bool("cycles"), Work: c.Duration("work"), IdleWait: c.Duration("idle-wait"),
+		Submitters: c.Int("submitters"), QueueDepth: c.Int("queue-depth"), OutputBytes: c.Int("output-bytes"),
+		Prefill: c.Int("prefill"),
+	}
+	if cfg.Workers < 1 {
+		return fmt.Errorf("--workers %d: must be at least 1", cfg.Workers)
+	}
+	where := ""
+	if u := c.String("url"); u != "" {
+		if c.IsSet("db") || c.IsSet("replicas") || c.IsSet("work-dir") {
+			return errors.New("--db, --replicas and --work-dir configure the in-process control plane; they do not go with --url")
+		}
+		cfg.URLs = splitKeys(u)
+		cfg.InternalKey, cfg.PublicKey = c.String("internal-api-key"), c.String("api-key")
+		if cfg.InternalKey == "" {
+			return errors.New("--url needs the control plane's worker key: --internal-api-key or INTERNAL_API_KEY")
+		}
+		where = strings.Join(cfg.URLs, ", ")
+	} else {
+		lc, err := startLocalControl(ctx, c)
+		if err != nil {
+			return err
+		}
+		defer lc.close()
+		cfg.URLs, cfg.InternalKey, cfg.PublicKey = lc.urls, lc.internalKey, lc.publicKey
+		where = "in-process, " + lc.desc
+	}
+
+	if p := c.String("cpuprofile"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	out, errw := c.App.Writer, c.App.ErrWriter
+	if errw == nil {
+		errw = os.Stderr
+	}
+	fmt.Fprintf(out, "bench control: %s; %d workers, heartbeat %s, cycles %v, %v; GOMAXPROCS %d; load %s\n",
+		where, cfg.Workers, every(cfg.HeartbeatInterval), cfg.Cycles, cfg.Duration, runtime.GOMAXPROCS(0), loadAvg())
+	prog := newRateLine(errw, isTerminal(errw))
+	cfg.OnProgress = prog.show
+	cpu0 := cpuTime()
+	res, runErr := loadgen.Run(ctx, cfg)
+	cpu := cpuTime() - cpu0
+	prog.done()
+	if res != nil {
+		if err := res.WriteText(out); err != nil {
+			return err
+		}
+		// On a shared machine the CPU time per call is steadier than the
+		// rates: it does not depend on how much of the CPU others took.
+		calls := uint64(0)
+		for _, k := range res.Kinds {
+			calls += k.Calls
+		}
+		fmt.Fprintf(out, "this process: %.1f CPU s (%.2f cores of %d), %.0f µs per answered call; load after %s\n",
+			cpu.Seconds(), cpu.Seconds()/res.Elapsed.Seconds(), runtime.NumCPU(),
+			float64(cpu.Microseconds())/float64(max(calls, 1)), loadAvg())
+	}
+	if p := c.String("memprofile"); p != "" {
+		if err := writeHeapProfile(p); err != nil {
+			return err
+		}
+	}
+	return runErr
+}
+
+// cpuTime is the user and system CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func every(d time.Duration) string {
+	if d == 0 {
+		return "back to back"
+	}
+	return "every " + d.String()
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("--memprofile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		return fmt.Errorf("--memprofile: writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// loadAvg returns the 1, 5 and 15 minute load averages (Linux), or "?".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// rateLine draws the generator's progress: one line redrawn in place on a
+// terminal, else a plain line every 5 seconds.
+type rateLine struct {
+	w     io.Writer
+	tty   bool
+	mu    sync.Mutex
+	prev  loadgen.Snapshot
+	last  time.Duration // plain mode: when a line was last printed
+	drawn int
+}
+
+func newRateLine(w io.Writer, tty bool) *rateLine { return &rateLine{w: w, tty: tty} }
+
+func (p *rateLine) show(s loadgen.Snapshot) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.tty && s.Elapsed-p.last < 5*time.Second {
+		return
+	}
+	line := s.Line(p.prev)
+	p.prev, p.last = s, s.Elapsed
+	if p.tty {
+		pad := max(p.drawn-len(line), 0)
+		fmt.Fprintf(p.w, "\r%s%s", line, strings.Repeat(" ", pad))
+		p.drawn = len(line)
+		return
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+func (p *rateLine) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tty && p.drawn > 0 {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// localControl is the in-process control plane of a bench run.
+type localControl struct {
+	urls                   []string
+	internalKey, publicKey string
+	desc                   string
+	closers                []func()
+}
+
+func (l *localControl) close() {
+	for i := len(l.closers) - 1; i >= 0; i-- {
+		l.closers[i]()
+	}
+}
+
+// startLocalControl starts --replicas control planes on loopback ports
+// over one store, configured as musetalk control configures its own.
+func startLocalControl(ctx context.Context, c *cli.Context) (_ *localControl, err error) {
+	lc := &localControl{}
+	defer func() {
+		if err != nil {
+			lc.close()
+		}
+	}()
+	var tag [8]byte
+	if _, err := rand.Read(tag[:]); err != nil {
+		return nil, fmt.Errorf("making keys: %w", err)
+	}
+	lc.internalKey = "bench-internal-" + hex.EncodeToString(tag[:])
+	lc.publicKey = "bench-public-" + hex.EncodeToString(tag[:])
+
+	dir := c.String("work-dir")
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "musetalk-bench-control-"); err != nil {
+			return nil, fmt.Errorf("making the work directory: %w", err)
+		}
+		lc.closers = append(lc.closers, func() { os.RemoveAll(dir) })
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("making the work directory: %w", err)
+	}
+	logFile, err := os.Create(filepath.Join(dir, "control.log"))
+	if err != nil {
+		return nil, fmt.Errorf("creating the control plane's log: %w", err)
+	}
+	lc.closers = append(lc.closers, func() { logFile.Close() })
+	log, err := telemetry.NewLogger(logFile, c.String("log-format"), c.String("log-level"))
+	if err != nil {
+		return nil, err
+	}
+
+	replicas := c.Int("replicas")
+	db := c.String("db")
+	pg := strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+	switch {
+	case replicas < 1:
+		return nil, fmt.Errorf("--replicas %d: must be at least 1", replicas)
+	case replicas > 1 && !pg:
+		return nil, errors.New("--replicas needs a postgres:// --db: SQLite serves one control plane")
+	}
+	var stores []store.Store
+	if pg {
+		schema, drop, err := newBenchSchema(ctx, db)
+		if err != nil {
+			return nil, err
+		}
+		lc.closers = append(lc.closers, drop)
+		for range replicas {
+			st, err := openPostgresIn(ctx, db, schema)
+			if err != nil {
+				return nil, err
+			}
+			lc.closers = append(lc.closers, func() { st.Close() })
+			stores = append(stores, st)
+		}
+		lc.desc = fmt.Sprintf("PostgreSQL schema %s, %d replica(s)", schema, replicas)
+	} else {
+		if db == "" {
+			db = filepath.Join(dir, "control.db")
+		}
+		st, err := sqlite.Open(ctx, db)
+		if err != nil {
+			return nil, fmt.Errorf("opening SQLite database %s: %w", db, err)
+		}
+		lc.closers = append(lc.closers, func() { st.Close() })
+		stores = append(stores, st)
+		lc.desc = "SQLite " + db
+	}
+	bs, err := blob.NewDir(filepath.Join(dir, "blobs"))
+	if err != nil {
+		return nil, fmt.Errorf("opening the object directory: %w", err)
+	}
+	lc.closers = append(lc.closers, func() { bs.Close() })
+	tr, err := telemetry.TracingFromEnv(ctx, os.Getenv, "musetalk-control", version)
+	if err != nil {
+		return nil, err
+	}
+	lc.closers = append(lc.closers, func() { tr.Shutdown(context.WithoutCancel(ctx)) })
+
+	for i, st := range stores {
+		srv, err := control.New(control.Config{
+			Store: st, Blob: bs, Logger: log.With("replica", i), TracerProvider: tr.Provider,
+			InternalAPIKey: lc.internalKey, PublicAPIKeys: []string{lc.publicKey},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("configuring the control plane: %w", err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("listening on a loopback port: %w", err)
+		}
+		sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		served := make(chan error, 1)
+		go func() { served <- serveUntilDone(sctx, ln, srv.Handler(), srv.RunSweeper, srv.RunDashboard) }()
+		lc.closers = append(lc.closers, func() {
+			stop()
+			if err := <-served; err != nil {
+				log.Error("bench: serving the control plane", "error", err)
+			}
+		})
+		lc.urls = append(lc.urls, "http://"+ln.Addr().String())
+	}
+	lc.desc += ", objects and control.log in " + dir
+	return lc, nil
+}
+
+// newBenchSchema makes an empty schema with a random name in the database
+// at url and returns a function that drops it.
+func newBenchSchema(ctx context.Context, url string) (string, func(), error) {
+	var tag [6]byte
+	if _, err := rand.Read(tag[:]); err != nil {
+		return "", nil, fmt.Errorf("naming the bench schema: %w", err)
+	}
+	schema := "musetalk_bench_" + hex.EncodeToString(tag[:])
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return "", nil, fmt.Errorf("connecting to PostgreSQL to make schema %s: %w", schema, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
+		return "", nil, fmt.Errorf("creating schema %s: %w", schema, err)
+	}
+	drop := func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(dctx, url)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: connecting to drop schema %s: %v\n", schema, err)
+			return
+		}
+		defer conn.Close(dctx)
+		if _, err := conn.Exec(dctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: dropping schema %s: %v\n", schema, err)
+		}
+	}
+	return schema, drop, nil
+}
+
+// openPostgresIn opens one replica's store whose search_path is schema.
+func openPostgresIn(ctx context.Context, url, schema string) (*postgres.Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("opening PostgreSQL: parsing --db: %w", err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	st, err := postgres.OpenConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening PostgreSQL: %w", err)
+	}
+	return st, nil
+}
