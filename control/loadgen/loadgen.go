@@ -222,7 +222,7 @@ type Result struct {
 	Prefilled   int
 	PrefillTime time.Duration
 	Elapsed     time.Duration
-	Kinds   []KindResult
+	Kinds       []KindResult
 	// Cycles is the number of claim → upload → complete cycles whose
 	// complete was accepted, CycleRate the same per second.
 	Cycles    uint64
