@@ -2,8 +2,18 @@
 // modernc.org/sqlite) in WAL mode. Writes run in BEGIN IMMEDIATE
 // transactions on a single connection, so claims and other transitions
 // are serialised and never fail with SQLITE_BUSY inside this process;
-// busy_timeout covers other processes sharing the file. Reads use a
-// separate read-only pool and run beside the writer.
+// busy_timeout covers other processes sharing the file. Writes that wait
+// for the connection are committed in groups: one transaction runs them
+// one after another, each in a savepoint of its own, and commits once
+// (sqlcore's GroupCommit); each keeps its own all-or-nothing outcome and
+// none is answered before the commit. Reads use a separate read-only pool
+// and run beside the writer.
+//
+// synchronous=NORMAL: in WAL mode a commit is written to the log but the
+// log is synced only at checkpoints. A crash of the process loses nothing;
+// a power loss or kernel crash may lose the last commits before the
+// latest checkpoint (the database stays consistent). docs/BENCHMARKS.md
+// has the figures; use PostgreSQL where that matters.
 package sqlite
 
 import (
@@ -83,6 +93,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		Dialect: sqlcore.Dialect{
 			Name:            "sqlite",
 			CacheStatements: true,
+			GroupCommit:     true,
 			EncodeTime:      func(t time.Time) any { return t.UnixMicro() },
 			Retryable:       retryable,
 			Migrations:      migrations,

@@ -37,6 +37,13 @@ type Dialect struct {
 	// CacheStatements: keep prepared statements per query text (for
 	// databases whose driver parses on every query; pgx caches by itself).
 	CacheStatements bool
+	// GroupCommit: write transactions that wait for the (single) writer
+	// are run together in one database transaction, each in a savepoint of
+	// its own, and committed once (for databases that serialise writers
+	// anyway, where the commit is most of a small transaction's cost). Each
+	// keeps its own atomicity and outcome; none is reported before the
+	// shared commit.
+	GroupCommit bool
 	// MigrationLock, if not empty, is run first in the migration
 	// transaction; it must block concurrent migrations of the same schema.
 	MigrationLock string

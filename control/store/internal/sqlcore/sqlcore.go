@@ -24,7 +24,8 @@ type Config struct {
 type Store struct {
 	d       Dialect
 	w, r    *sql.DB
-	wc, rc  *stmtCache // nil unless the dialect caches statements
+	wc, rc  *stmtCache   // nil unless the dialect caches statements
+	gc      *groupCommit // nil unless the dialect commits in groups
 	onClose func() error
 }
 
@@ -54,11 +55,15 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
 	}
+	if s.d.GroupCommit {
+		s.gc = newGroupCommit(s)
+	}
 	return s, nil
 }
 
-// Close closes the pools.
+// Close stops the group commit and closes the pools.
 func (s *Store) Close() error {
+	s.gc.close()
 	err := s.wc.close()
 	if s.rc != s.wc {
 		err = errors.Join(err, s.rc.close())
@@ -77,8 +82,21 @@ func (s *Store) Close() error {
 // the cached statements and notes the queries that are not cached yet.
 type tx struct {
 	*sql.Tx
-	s        *Store
+	s *Store
+	// ctx, when set, runs every statement instead of the context its
+	// caller passes: in a group commit one caller's cancelled context
+	// must not interrupt a statement of the shared transaction.
+	ctx      context.Context
+	bound    map[string]*sql.Stmt // cached statements bound to this transaction
 	uncached []string
+}
+
+// stmtCtx is the context a statement of the transaction runs with.
+func (t *tx) stmtCtx(ctx context.Context) context.Context {
+	if t.ctx != nil {
+		return t.ctx
+	}
+	return ctx
 }
 
 // stmt returns q's cached statement bound to the transaction, or nil.
@@ -86,14 +104,23 @@ func (t *tx) stmt(ctx context.Context, q string) *sql.Stmt {
 	if t.s.wc == nil {
 		return nil
 	}
+	if st := t.bound[q]; st != nil {
+		return st
+	}
 	if st := t.s.wc.get(q); st != nil {
-		return t.StmtContext(ctx, st)
+		st = t.StmtContext(ctx, st)
+		if t.bound == nil {
+			t.bound = map[string]*sql.Stmt{}
+		}
+		t.bound[q] = st
+		return st
 	}
 	t.uncached = append(t.uncached, q)
 	return nil
 }
 
 func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	ctx = t.stmtCtx(ctx)
 	q = t.s.d.rebind(q)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.ExecContext(ctx, args...)
@@ -102,6 +129,7 @@ func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error
 }
 
 func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	ctx = t.stmtCtx(ctx)
 	q = t.s.d.rebind(q)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
@@ -110,6 +138,7 @@ func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error
 }
 
 func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	ctx = t.stmtCtx(ctx)
 	q = t.s.d.rebind(q)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
@@ -119,10 +148,18 @@ func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 
 // write runs fn in a transaction and commits it, running it again (up to
 // maxTries) after an error the dialect calls retryable. fn must not keep
-// state between runs. An error from fn rolls everything back.
+// state between runs. An error from fn rolls everything fn did back.
+// Where the dialect commits in groups, fn may share its transaction with
+// other callers' (each in a savepoint of its own); it is run to the end
+// once it has started, even if ctx ends meanwhile.
 func (s *Store) write(ctx context.Context, fn func(t *tx) error) error {
 	for try := 1; ; try++ {
-		err := s.writeOnce(ctx, fn)
+		var err error
+		if s.gc != nil {
+			err = s.gc.do(ctx, fn)
+		} else {
+			err = s.writeOnce(ctx, fn)
+		}
 		if err == nil || try == maxTries || s.d.Retryable == nil || !s.d.Retryable(err) || ctx.Err() != nil {
 			return err
 		}

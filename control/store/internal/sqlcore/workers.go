@@ -122,26 +122,29 @@ func (s *Store) WorkerHeartbeat(ctx context.Context, p *store.WorkerHeartbeatPar
 				res.Cancel = &protocol.CancelOrder{JobID: p.JobID, Attempt: p.Attempt, Reason: cancelReason(j, p)}
 			}
 		}
+		// One statement saves the entry and reads it back. A worker that
+		// holds its attempt is pointed at it (the heartbeat may have raced
+		// the claim); the status rule reads the pointer as it was.
 		now := s.ts(p.Now)
-		if _, err := t.exec(ctx, `INSERT INTO workers (id, worker_type, provider, gpu_class, status, version,
-	first_seen, last_seen, cached_avatars, self_check)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		jobID, attempt := "", 0
+		if held != nil {
+			jobID, attempt = held.ID, held.Attempt
+		}
+		w, err := scanWorker(t.queryRow(ctx, `INSERT INTO workers (id, worker_type, provider, gpu_class, status, version,
+	first_seen, last_seen, cached_avatars, self_check, job_id, attempt)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET worker_type = excluded.worker_type, provider = excluded.provider,
 	gpu_class = excluded.gpu_class, version = excluded.version,
 	status = CASE WHEN excluded.status = 'idle' AND workers.job_id <> '' THEN 'busy' ELSE excluded.status END,
 	last_seen = excluded.last_seen, cached_avatars = excluded.cached_avatars,
-	self_check = COALESCE(excluded.self_check, workers.self_check)`,
-			p.ID, string(p.WorkerType), text(p.Provider), text(p.GPUClass), string(p.Status), text(p.Version), now, now, cachedArg, selfCheck); err != nil {
-			return fmt.Errorf("saving worker %s: %w", p.ID, err)
-		}
-		if held != nil {
-			if _, err := t.exec(ctx, `UPDATE workers SET job_id = ?, attempt = ? WHERE id = ?`, held.ID, held.Attempt, p.ID); err != nil {
-				return fmt.Errorf("pointing worker %s at job %s: %w", p.ID, held.ID, err)
-			}
-		}
-		w, err := scanWorker(t.queryRow(ctx, `SELECT `+workerCols+` FROM workers WHERE id = ?`, p.ID))
+	self_check = COALESCE(excluded.self_check, workers.self_check),
+	job_id = CASE WHEN excluded.job_id <> '' THEN excluded.job_id ELSE workers.job_id END,
+	attempt = CASE WHEN excluded.job_id <> '' THEN excluded.attempt ELSE workers.attempt END
+RETURNING `+workerCols,
+			p.ID, string(p.WorkerType), text(p.Provider), text(p.GPUClass), string(p.Status), text(p.Version), now, now,
+			cachedArg, selfCheck, jobID, attempt))
 		if err != nil {
-			return fmt.Errorf("reading worker %s: %w", p.ID, err)
+			return fmt.Errorf("saving worker %s: %w", p.ID, err)
 		}
 		res.Worker = w
 		return nil
