@@ -375,7 +375,12 @@ func newBenchSchema(ctx context.Context, url string) (string, func(), error) {
 		return "", nil, fmt.Errorf("naming the bench schema: %w", err)
 	}
 	schema := "musetalk_bench_" + hex.EncodeToString(tag[:])
-	conn, err := pgx.Connect(ctx, url)
+	// The pool's parser takes the pool's settings (pool_max_conns) too.
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return "", nil, fmt.Errorf("opening PostgreSQL: parsing --db: %w", err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig.Copy())
 	if err != nil {
 		return "", nil, fmt.Errorf("connecting to PostgreSQL to make schema %s: %w", schema, err)
 	}
@@ -386,7 +391,7 @@ func newBenchSchema(ctx context.Context, url string) (string, func(), error) {
 	drop := func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(dctx, url)
+		conn, err := pgx.ConnectConfig(dctx, cfg.ConnConfig.Copy())
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bench: connecting to drop schema %s: %v\n", schema, err)
 			return

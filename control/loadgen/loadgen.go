@@ -68,9 +68,9 @@ var ErrExactlyOnce = errors.New("exactly-once violated")
 const (
 	DefaultWorkers     = 500
 	DefaultDuration    = 20 * time.Second
-	DefaultSubmitters  = 4
+	DefaultSubmitters  = 16
 	DefaultOutputBytes = 4 << 10
-	DefaultIdleWait    = 100 * time.Millisecond
+	DefaultIdleWait    = time.Second
 	DefaultAvatars     = 16
 )
 
@@ -96,12 +96,14 @@ type Config struct {
 	// Cycles makes every worker claim → upload → complete in a loop, as
 	// fast as it is answered, and starts the submitters.
 	Cycles bool
-	// Work is the simulated render time between claim and upload (0: none).
+	// Work is the simulated render time between claim and upload (0:
+	// none). When the run ends first, the attempt is uploaded and
+	// completed at once.
 	Work time.Duration
 	// IdleWait is how long a worker waits after a claim found nothing
-	// (default 100ms).
+	// (default 1s; deployed workers wait a heartbeat interval).
 	IdleWait time.Duration
-	// Submitters submit jobs concurrently (default 4) while fewer than
+	// Submitters submit jobs concurrently (default 16) while fewer than
 	// QueueDepth of the submitted jobs are unclaimed (default 2 per worker).
 	Submitters, QueueDepth int
 	// Prefill is the number of jobs submitted before the run's clock
@@ -660,11 +662,13 @@ func (w *worker) cycles(ctx context.Context) {
 func (w *worker) runAttempt(ctx context.Context, c *conn, a *protocol.Assignment, out []byte) {
 	r := w.r
 	if r.cfg.Work > 0 {
-		// Finish the attempt even when the run stops meanwhile: its
-		// upload and complete are part of the cycle.
+		// The end of the run cuts the work short; the upload and complete
+		// still follow, they are part of the cycle.
 		t := time.NewTimer(r.cfg.Work)
 		select {
 		case <-t.C:
+		case <-r.stop:
+			t.Stop()
 		case <-ctx.Done():
 			t.Stop()
 			return

@@ -46,6 +46,7 @@ func concurrencyTests() map[string]func(t *testing.T, h *harness) {
 			}
 			eq(t, "jobs stored", len(list(t, h, &store.JobListParams{})), 1)
 		},
+		"HeartbeatsAtOnce": heartbeatsAtOnce,
 		"ProgressRacesSweep": func(t *testing.T, h *harness) {
 			// Progress and sweeps at once neither fail nor take away an
 			// attempt whose lease is good.
@@ -190,3 +191,104 @@ func ClaimAll(t *testing.T, stores []store.Store, n, claimers int) {
 }
 
 func idOf(prefix string, i int) string { return fmt.Sprintf("%s-%05d", prefix, i) }
+
+// heartbeatsAtOnce sends many heartbeats at the same time (stores may
+// save those that arrive together together): workers that hold their
+// attempt, one whose job was cancelled, one naming a job that does not
+// exist, new idle workers, and workers that send two at once. Each answer
+// and the stored state must be what one heartbeat at a time gives.
+func heartbeatsAtOnce(t *testing.T, h *harness) {
+	const holders, idle, rounds = 30, 20, 4
+	jobs := make([]*store.Job, holders)
+	for i := range holders {
+		h.insert(idOf("job", i))
+		jobs[i] = h.claim(idOf("holder", i), base())
+	}
+	if _, err := h.s.JobCancel(h.ctx, jobs[5].ID, base()); err != nil {
+		t.Fatal(err)
+	}
+	type call struct {
+		p   *store.WorkerHeartbeatParams
+		res *store.HeartbeatResult
+		err error
+	}
+	for round := 1; round <= rounds; round++ {
+		now := at(time.Duration(round) * time.Second)
+		var calls []*call
+		for i, j := range jobs {
+			p := &store.WorkerHeartbeatParams{ID: j.WorkerID, WorkerType: protocol.WorkerMain, Status: protocol.WorkerBusy,
+				Provider: "p", GPUClass: "g", JobID: j.ID, Attempt: j.Attempt, LeaseDuration: lease, Now: now,
+				Progress: &protocol.Progress{Stage: "unet", FramesDone: 10*round + i%2, FramesTotal: 100}}
+			calls = append(calls, &call{p: p})
+			if i%7 == 0 { // a second, older report of the same worker at once
+				q := *p
+				q.Progress = &protocol.Progress{Stage: "unet", FramesDone: 10 * round, FramesTotal: 100}
+				calls = append(calls, &call{p: &q})
+			}
+		}
+		for i := range idle {
+			calls = append(calls, &call{p: &store.WorkerHeartbeatParams{ID: idOf("idle", i), WorkerType: protocol.WorkerMain,
+				Status: protocol.WorkerIdle, CachedAvatars: []string{idOf("avatar", i)}, Now: now,
+				SelfCheck: &protocol.SelfCheck{Engine: "e", Device: "d"}}})
+		}
+		calls = append(calls, &call{p: &store.WorkerHeartbeatParams{ID: "lost", WorkerType: protocol.WorkerMain,
+			Status: protocol.WorkerBusy, JobID: "no-such-job", Attempt: 1, LeaseDuration: lease, Now: now}})
+		var wg sync.WaitGroup
+		for _, c := range calls {
+			wg.Go(func() { c.res, c.err = h.s.WorkerHeartbeat(h.ctx, c.p) })
+		}
+		wg.Wait()
+		for _, c := range calls {
+			if c.err != nil {
+				t.Fatalf("round %d: heartbeat of %s: %v", round, c.p.ID, c.err)
+			}
+			w := c.res.Worker
+			if w == nil || w.ID != c.p.ID || !w.LastSeen.Equal(now) {
+				t.Fatalf("round %d: heartbeat of %s answered worker %s", round, c.p.ID, dump(w))
+			}
+			switch {
+			case c.p.ID == "lost":
+				if c.res.Cancel == nil || c.res.Cancel.Reason != "job not found" {
+					t.Errorf("round %d: heartbeat naming a missing job: cancel %s", round, dump(c.res.Cancel))
+				}
+			case c.p.ID == jobs[5].WorkerID:
+				if c.res.Cancel == nil || c.res.Cancel.Reason != "job cancelled" || c.res.LeaseExpiresAt != nil {
+					t.Errorf("round %d: heartbeat of a cancelled job: %s", round, dump(c.res))
+				}
+				eq(t, "pointer of the worker whose job was cancelled", w.JobID, "")
+			case c.p.JobID != "":
+				if c.res.Cancel != nil || c.res.LeaseExpiresAt == nil || !c.res.LeaseExpiresAt.Equal(now.Add(lease)) {
+					t.Errorf("round %d: heartbeat of %s holding %s: %s", round, c.p.ID, c.p.JobID, dump(c.res))
+				}
+				eq(t, "job the holder points at", w.JobID, c.p.JobID)
+				eq(t, "status of a holder", w.Status, protocol.WorkerBusy)
+			default:
+				if c.res.Cancel != nil || c.res.LeaseExpiresAt != nil || w.SelfCheck == nil || len(w.CachedAvatars) != 1 {
+					t.Errorf("round %d: idle heartbeat of %s: %s", round, c.p.ID, dump(c.res))
+				}
+			}
+		}
+	}
+	last := at(rounds * time.Second)
+	for i, j := range jobs {
+		got := h.job(j.ID)
+		if i == 5 {
+			eq(t, "cancelled job's state", got.State, protocol.JobCancelled)
+			continue
+		}
+		eq(t, "lease after the heartbeats", *got.LeaseExpiresAt, last.Add(lease))
+		// The older report of the same round never rolled progress back.
+		eq(t, "progress after the heartbeats", *got.Progress, protocol.Progress{Stage: "unet", FramesDone: 10*rounds + i%2, FramesTotal: 100})
+		eq(t, "progress time", *got.ProgressAt, last)
+	}
+	eq(t, "workers registered", len(workerList(t, h)), holders+idle+1)
+}
+
+func workerList(t *testing.T, h *harness) []*store.Worker {
+	t.Helper()
+	ws, err := h.s.WorkerList(h.ctx, &store.WorkerListParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ws
+}

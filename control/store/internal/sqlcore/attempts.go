@@ -225,19 +225,26 @@ func (t *tx) pick(ctx context.Context, p *store.JobClaimParams) (*store.Job, err
 	return j, nil
 }
 
-// extendLease records progress (when not nil) and extends the lease of
-// j's running attempt to now+lease. ProgressAt moves only when the
-// progress changed.
-func (t *tx) extendLease(ctx context.Context, j *store.Job, progress *protocol.Progress, lease time.Duration, now time.Time) (*store.Job, error) {
-	s := t.s
-	newProgress, progressAt := j.Progress, j.ProgressAt
+// nextProgress returns the progress and progress time that j records
+// after a report of progress (nil: none) at now. ProgressAt moves only
+// when the progress changed.
+func nextProgress(j *store.Job, progress *protocol.Progress, now time.Time) (*protocol.Progress, *time.Time) {
 	// Within a stage frames only grow: a report with fewer frames done is
 	// an older one that arrived late (a heartbeat overtaken by a progress
 	// post), and must not roll the record back.
 	late := progress != nil && j.Progress != nil && progress.Stage == j.Progress.Stage && progress.FramesDone < j.Progress.FramesDone
 	if progress != nil && !late && !sameProgress(progress, j.Progress) {
-		newProgress, progressAt = progress, &now
+		return progress, &now
 	}
+	return j.Progress, j.ProgressAt
+}
+
+// extendLease records progress (when not nil) and extends the lease of
+// j's running attempt to now+lease. ProgressAt moves only when the
+// progress changed.
+func (t *tx) extendLease(ctx context.Context, j *store.Job, progress *protocol.Progress, lease time.Duration, now time.Time) (*store.Job, error) {
+	s := t.s
+	newProgress, progressAt := nextProgress(j, progress, now)
 	parg, err := progressArg(newProgress)
 	if err != nil {
 		return nil, err

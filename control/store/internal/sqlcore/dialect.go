@@ -44,6 +44,10 @@ type Dialect struct {
 	// keeps its own atomicity and outcome; none is reported before the
 	// shared commit.
 	GroupCommit bool
+	// Arrays: the database takes arrays as query parameters (PostgreSQL's
+	// ?::text[], = ANY, unnest). Heartbeats that arrive together are then
+	// saved together, a few statements for the whole batch.
+	Arrays bool
 	// MigrationLock, if not empty, is run first in the migration
 	// transaction; it must block concurrent migrations of the same schema.
 	MigrationLock string

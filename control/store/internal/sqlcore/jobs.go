@@ -96,7 +96,8 @@ func (s *Store) JobInsert(ctx context.Context, p *store.JobInsertParams) (*store
 		job     *store.Job
 		existed bool
 	)
-	err = s.write(ctx, func(t *tx) error {
+	// One change: the insert (the lookup of a repeated key only reads).
+	err = s.writeStatement(ctx, func(t *tx) error {
 		existed = false
 		now := s.ts(p.Now)
 		j, err := scanJob(t.queryRow(ctx, `INSERT INTO jobs (id, state, priority, worker_type, idempotency_key,
@@ -308,7 +309,7 @@ func (s *Store) countBy(ctx context.Context, q string, set func(string, int)) er
 // JobRetry implements store.Store.
 func (s *Store) JobRetry(ctx context.Context, id string, now time.Time) (*store.Job, error) {
 	var job *store.Job
-	err := s.write(ctx, func(t *tx) error {
+	err := s.writeStatement(ctx, func(t *tx) error {
 		j, err := scanJob(t.queryRow(ctx, `UPDATE jobs SET state = 'queued', failures = 0, interruptions = 0,
 	error = '', progress = NULL, progress_at = NULL, run_after = ?, finished_at = NULL, updated_at = ?
 WHERE id = ? AND state = 'failed' RETURNING `+jobCols, s.ts(now), s.ts(now), id))

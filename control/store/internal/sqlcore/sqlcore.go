@@ -26,6 +26,7 @@ type Store struct {
 	w, r    *sql.DB
 	wc, rc  *stmtCache   // nil unless the dialect caches statements
 	gc      *groupCommit // nil unless the dialect commits in groups
+	hb      *hbBatcher   // nil unless the dialect takes arrays
 	onClose func() error
 }
 
@@ -58,12 +59,16 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if s.d.GroupCommit {
 		s.gc = newGroupCommit(s)
 	}
+	if s.d.Arrays {
+		s.hb = newHBBatcher(s)
+	}
 	return s, nil
 }
 
 // Close stops the group commit and closes the pools.
 func (s *Store) Close() error {
 	s.gc.close()
+	s.hb.close()
 	err := s.wc.close()
 	if s.rc != s.wc {
 		err = errors.Join(err, s.rc.close())
@@ -78,11 +83,20 @@ func (s *Store) Close() error {
 	return err
 }
 
+// execer runs statements: a *sql.Tx, or a *sql.DB for a write that is a
+// single statement.
+type execer interface {
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
 // tx is one write transaction with the dialect's placeholders. It uses
 // the cached statements and notes the queries that are not cached yet.
 type tx struct {
-	*sql.Tx
-	s *Store
+	execer
+	sqlTx *sql.Tx // nil for a single statement outside a transaction
+	s     *Store
 	// ctx, when set, runs every statement instead of the context its
 	// caller passes: in a group commit one caller's cancelled context
 	// must not interrupt a statement of the shared transaction.
@@ -101,14 +115,14 @@ func (t *tx) stmtCtx(ctx context.Context) context.Context {
 
 // stmt returns q's cached statement bound to the transaction, or nil.
 func (t *tx) stmt(ctx context.Context, q string) *sql.Stmt {
-	if t.s.wc == nil {
+	if t.s.wc == nil || t.sqlTx == nil {
 		return nil
 	}
 	if st := t.bound[q]; st != nil {
 		return st
 	}
 	if st := t.s.wc.get(q); st != nil {
-		st = t.StmtContext(ctx, st)
+		st = t.sqlTx.StmtContext(ctx, st)
 		if t.bound == nil {
 			t.bound = map[string]*sql.Stmt{}
 		}
@@ -171,7 +185,7 @@ func (s *Store) writeOnce(ctx context.Context, fn func(t *tx) error) error {
 	if err != nil {
 		return fmt.Errorf("beginning %s transaction: %w", s.d.Name, err)
 	}
-	t := &tx{Tx: sqlTx, s: s}
+	t := &tx{execer: sqlTx, sqlTx: sqlTx, s: s}
 	// The connection is free again once this returns.
 	defer func() { s.wc.prepare(ctx, t.uncached) }()
 	if err := fn(t); err != nil {
@@ -182,6 +196,23 @@ func (s *Store) writeOnce(ctx context.Context, fn func(t *tx) error) error {
 		return fmt.Errorf("committing %s transaction: %w", s.d.Name, err)
 	}
 	return nil
+}
+
+// writeStatement runs fn, which must make at most one change (one
+// statement; reads around it are fine), outside an explicit transaction:
+// the statement commits on its own, which saves the round trips of BEGIN
+// and COMMIT. Where the dialect commits in groups it joins a group like
+// any write.
+func (s *Store) writeStatement(ctx context.Context, fn func(t *tx) error) error {
+	if s.gc != nil {
+		return s.write(ctx, fn)
+	}
+	for try := 1; ; try++ {
+		err := fn(&tx{execer: s.w, s: s})
+		if err == nil || try == maxTries || s.d.Retryable == nil || !s.d.Retryable(err) || ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
 // queryRead and queryRowRead run plain reads on the read pool.

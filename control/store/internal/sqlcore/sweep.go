@@ -23,7 +23,7 @@ func (s *Store) Sweep(ctx context.Context, p *store.SweepParams) (*store.SweepRe
 	}
 	res := &store.SweepResult{}
 	if p.OfflineAfter > 0 {
-		err := s.write(ctx, func(t *tx) error {
+		err := s.writeStatement(ctx, func(t *tx) error {
 			rows, err := t.query(ctx, `UPDATE workers SET status = 'offline'
 WHERE status <> 'offline' AND last_seen < ? RETURNING id`, s.ts(p.Now.Add(-p.OfflineAfter)))
 			if err != nil {

@@ -78,32 +78,69 @@ func cancelReason(j *store.Job, p *store.WorkerHeartbeatParams) string {
 	return fmt.Sprintf("attempt %d is no longer current (job is %s, attempt %d)", p.Attempt, j.State, j.Attempt)
 }
 
-// WorkerHeartbeat implements store.Store. The job is handled before the
-// worker row so that every transaction locks jobs before workers. A worker
-// that reports idle while the registry says it holds an attempt stays busy:
-// its heartbeat was built before the claim that gave it the attempt.
-func (s *Store) WorkerHeartbeat(ctx context.Context, p *store.WorkerHeartbeatParams) (*store.HeartbeatResult, error) {
+// hbArgs is a validated heartbeat with the values it stores.
+type hbArgs struct {
+	p         *store.WorkerHeartbeatParams
+	cached    string // cached avatars, JSON
+	selfCheck any    // self-check, JSON text or nil (keep the stored one)
+}
+
+func heartbeatArgs(p *store.WorkerHeartbeatParams) (*hbArgs, error) {
 	if err := validateHeartbeat(p); err != nil {
-		return nil, fmt.Errorf("recording heartbeat: %w", err)
+		return nil, err
 	}
 	cached := p.CachedAvatars
 	if cached == nil {
 		cached = []string{}
 	}
-	cachedArg, err := encodeJSON("cached avatars", cached)
-	if err != nil {
-		return nil, fmt.Errorf("recording heartbeat of worker %s: %w", p.ID, err)
+	a := &hbArgs{p: p}
+	var err error
+	if a.cached, err = encodeJSON("cached avatars", cached); err != nil {
+		return nil, err
 	}
-	var selfCheck any
 	if p.SelfCheck != nil {
 		sc := *p.SelfCheck
 		sc.Engine, sc.Device, sc.Error = text(sc.Engine), text(sc.Device), text(sc.Error)
-		if selfCheck, err = encodeJSON("self-check", &sc); err != nil {
-			return nil, fmt.Errorf("recording heartbeat of worker %s: %w", p.ID, err)
+		if a.selfCheck, err = encodeJSON("self-check", &sc); err != nil {
+			return nil, err
 		}
 	}
+	return a, nil
+}
+
+// WorkerHeartbeat implements store.Store. The job is handled before the
+// worker row so that every transaction locks jobs before workers. A worker
+// that reports idle while the registry says it holds an attempt stays busy:
+// its heartbeat was built before the claim that gave it the attempt.
+// Where the dialect takes arrays, heartbeats that arrive together are
+// saved together (heartbeatBatch).
+func (s *Store) WorkerHeartbeat(ctx context.Context, p *store.WorkerHeartbeatParams) (*store.HeartbeatResult, error) {
+	a, err := heartbeatArgs(p)
+	if err != nil {
+		return nil, fmt.Errorf("recording heartbeat of worker %s: %w", p.ID, err)
+	}
 	var res *store.HeartbeatResult
-	err = s.write(ctx, func(t *tx) error {
+	if s.hb != nil {
+		res, err = s.hb.do(ctx, a)
+	} else {
+		res, err = s.heartbeatOne(ctx, a)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("recording heartbeat of worker %s: %w", p.ID, err)
+	}
+	return res, nil
+}
+
+// heartbeatOne saves one heartbeat in a transaction of its own (one
+// statement when it names no job).
+func (s *Store) heartbeatOne(ctx context.Context, a *hbArgs) (*store.HeartbeatResult, error) {
+	p := a.p
+	var res *store.HeartbeatResult
+	write := s.write
+	if p.JobID == "" {
+		write = s.writeStatement
+	}
+	err := write(ctx, func(t *tx) error {
 		res = &store.HeartbeatResult{}
 		var held *store.Job
 		if p.JobID != "" {
@@ -133,16 +170,10 @@ func (s *Store) WorkerHeartbeat(ctx context.Context, p *store.WorkerHeartbeatPar
 		w, err := scanWorker(t.queryRow(ctx, `INSERT INTO workers (id, worker_type, provider, gpu_class, status, version,
 	first_seen, last_seen, cached_avatars, self_check, job_id, attempt)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET worker_type = excluded.worker_type, provider = excluded.provider,
-	gpu_class = excluded.gpu_class, version = excluded.version,
-	status = CASE WHEN excluded.status = 'idle' AND workers.job_id <> '' THEN 'busy' ELSE excluded.status END,
-	last_seen = excluded.last_seen, cached_avatars = excluded.cached_avatars,
-	self_check = COALESCE(excluded.self_check, workers.self_check),
-	job_id = CASE WHEN excluded.job_id <> '' THEN excluded.job_id ELSE workers.job_id END,
-	attempt = CASE WHEN excluded.job_id <> '' THEN excluded.attempt ELSE workers.attempt END
+ON CONFLICT (id) DO UPDATE SET `+workerUpsertSet+`
 RETURNING `+workerCols,
 			p.ID, string(p.WorkerType), text(p.Provider), text(p.GPUClass), string(p.Status), text(p.Version), now, now,
-			cachedArg, selfCheck, jobID, attempt))
+			a.cached, a.selfCheck, jobID, attempt))
 		if err != nil {
 			return fmt.Errorf("saving worker %s: %w", p.ID, err)
 		}
@@ -150,10 +181,19 @@ RETURNING `+workerCols,
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("recording heartbeat of worker %s: %w", p.ID, err)
+		return nil, err
 	}
 	return res, nil
 }
+
+// workerUpsertSet is what a heartbeat changes in an existing entry.
+const workerUpsertSet = `worker_type = excluded.worker_type, provider = excluded.provider,
+	gpu_class = excluded.gpu_class, version = excluded.version,
+	status = CASE WHEN excluded.status = 'idle' AND workers.job_id <> '' THEN 'busy' ELSE excluded.status END,
+	last_seen = excluded.last_seen, cached_avatars = excluded.cached_avatars,
+	self_check = COALESCE(excluded.self_check, workers.self_check),
+	job_id = CASE WHEN excluded.job_id <> '' THEN excluded.job_id ELSE workers.job_id END,
+	attempt = CASE WHEN excluded.job_id <> '' THEN excluded.attempt ELSE workers.attempt END`
 
 // WorkerGet implements store.Store.
 func (s *Store) WorkerGet(ctx context.Context, id string) (*store.Worker, error) {
@@ -196,7 +236,7 @@ func (s *Store) WorkerList(ctx context.Context, p *store.WorkerListParams) ([]*s
 // WorkerSetDrain implements store.Store.
 func (s *Store) WorkerSetDrain(ctx context.Context, id string, drain bool) (*store.Worker, error) {
 	var w *store.Worker
-	err := s.write(ctx, func(t *tx) error {
+	err := s.writeStatement(ctx, func(t *tx) error {
 		var err error
 		w, err = scanWorker(t.queryRow(ctx, `UPDATE workers SET drain_requested = ? WHERE id = ? RETURNING `+workerCols, drain, id))
 		return notFound(err, fmt.Sprintf("worker %q", id))
