@@ -24,8 +24,13 @@ func (s *Store) Sweep(ctx context.Context, p *store.SweepParams) (*store.SweepRe
 	res := &store.SweepResult{}
 	if p.OfflineAfter > 0 {
 		err := s.writeStatement(ctx, func(t *tx) error {
+			// The rows are locked in id order, as batches of heartbeats
+			// lock them, so that the two never wait on each other.
+			cutoff := s.ts(p.Now.Add(-p.OfflineAfter))
 			rows, err := t.query(ctx, `UPDATE workers SET status = 'offline'
-WHERE status <> 'offline' AND last_seen < ? RETURNING id`, s.ts(p.Now.Add(-p.OfflineAfter)))
+WHERE id IN (SELECT id FROM workers WHERE status <> 'offline' AND last_seen < ? ORDER BY id`+s.d.forUpdate()+`)
+	AND status <> 'offline' AND last_seen < ?
+RETURNING id`, cutoff, cutoff)
 			if err != nil {
 				return err
 			}
