@@ -109,24 +109,6 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			if route == "" {
 				route = "unmatched"
 			}
-			span.SetName(route)
-			span.SetAttributes(attribute.String("http.route", route), attribute.Int("http.response.status_code", status))
-			attrs := []slog.Attr{
-				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
-				slog.Int("status", status), slog.Duration("duration", time.Since(start)), slog.Int64("bytes", rec.bytes),
-			}
-			if ri.jobID != "" {
-				attrs = append(attrs, slog.String("job_id", ri.jobID))
-				span.SetAttributes(attribute.String("musetalk.job.id", ri.jobID))
-			}
-			if ri.workerID != "" {
-				attrs = append(attrs, slog.String("worker_id", ri.workerID))
-				span.SetAttributes(attribute.String("musetalk.worker.id", ri.workerID))
-			}
-			if ri.attempt != 0 {
-				attrs = append(attrs, slog.Int("attempt", ri.attempt))
-				span.SetAttributes(attribute.Int("musetalk.attempt", ri.attempt))
-			}
 			level := slog.LevelInfo
 			// A HEAD answered 404 is an existence check answered "no"
 			// (workers probe storage that way at start), not an error.
@@ -134,17 +116,49 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			if status < 400 && quietRoute(route) || probe {
 				level = slog.LevelDebug
 			}
-			if ri.err != nil && !probe {
-				attrs = append(attrs, slog.String("error", ri.err.Error()))
-			}
 			if status >= 500 {
 				level = slog.LevelError
-				span.SetStatus(codes.Error, http.StatusText(status))
-				if ri.err != nil {
-					span.RecordError(ri.err)
+			}
+			// The span's attributes and the log line are built only when
+			// they are kept: heartbeats are most requests and log at debug.
+			if span.IsRecording() {
+				span.SetName(route)
+				span.SetAttributes(attribute.String("http.route", route), attribute.Int("http.response.status_code", status))
+				if ri.jobID != "" {
+					span.SetAttributes(attribute.String("musetalk.job.id", ri.jobID))
+				}
+				if ri.workerID != "" {
+					span.SetAttributes(attribute.String("musetalk.worker.id", ri.workerID))
+				}
+				if ri.attempt != 0 {
+					span.SetAttributes(attribute.Int("musetalk.attempt", ri.attempt))
+				}
+				if status >= 500 {
+					span.SetStatus(codes.Error, http.StatusText(status))
+					if ri.err != nil {
+						span.RecordError(ri.err)
+					}
 				}
 			}
-			s.log.LogAttrs(ctx, level, "http request", attrs...)
+			if s.log.Enabled(ctx, level) {
+				attrs := []slog.Attr{
+					slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
+					slog.Int("status", status), slog.Duration("duration", time.Since(start)), slog.Int64("bytes", rec.bytes),
+				}
+				if ri.jobID != "" {
+					attrs = append(attrs, slog.String("job_id", ri.jobID))
+				}
+				if ri.workerID != "" {
+					attrs = append(attrs, slog.String("worker_id", ri.workerID))
+				}
+				if ri.attempt != 0 {
+					attrs = append(attrs, slog.Int("attempt", ri.attempt))
+				}
+				if ri.err != nil && !probe {
+					attrs = append(attrs, slog.String("error", ri.err.Error()))
+				}
+				s.log.LogAttrs(ctx, level, "http request", attrs...)
+			}
 			s.metrics.httpRequests.WithLabelValues(r.Method, route, strconv.Itoa(status)).Inc()
 			s.metrics.httpDuration.WithLabelValues(r.Method, route).Observe(time.Since(start).Seconds())
 		}()

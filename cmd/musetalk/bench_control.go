@@ -55,7 +55,8 @@ postgres:// URL, in a new schema that is dropped afterwards; --replicas
 starts several control planes on that one database, the workers spread
 over them. Its log goes to control.log in the work directory. Its objects
 go to the work directory. The figures then include the generator, which
-runs on the same cores.
+runs on the same cores (and heap: GOGC=400 as in musetalk control, unless
+GOGC is set).
 
 With --url it loads a running control plane (give its worker key and, if
 its public API needs one, a public key). It submits and completes real
@@ -87,6 +88,7 @@ Progress is shown on stderr every second (redrawn in place on a terminal).`,
 }
 
 func runBenchControl(c *cli.Context) error {
+	setControlGC() // as musetalk control does; the generator shares the heap
 	ctx := c.Context
 	cfg := loadgen.Config{
 		Workers: c.Int("workers"), Duration: c.Duration("duration"), HeartbeatInterval: c.Duration("heartbeat-interval"),

@@ -64,6 +64,22 @@ func buildVersion(info *debug.BuildInfo, ok bool) string {
 // memory is not scanned, so collecting at 25 % growth costs little.
 const gcPercent = 25
 
+// controlGCPercent is the GOGC of the control plane (musetalk control and
+// bench control's in-process one) unless GOGC is set. Its heap is the
+// opposite of a render's: small (tens of MB) and full of pointers, while
+// every request allocates a few kB; at 25 % it collected about five
+// times a second under 3,000 requests/s and the collector took a fifth of
+// the CPU. At 400 % it collects about a fifth as often for a heap a few
+// times the live size.
+const controlGCPercent = 400
+
+// setControlGC applies controlGCPercent unless GOGC is set.
+func setControlGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(controlGCPercent)
+	}
+}
+
 func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)

@@ -38,7 +38,11 @@ type groupCommit struct {
 type writeReq struct {
 	ctx context.Context
 	fn  func(t *tx) error
-	err chan error // buffered: the committer never waits on a caller
+	// single: fn makes at most one change, one statement, which SQLite
+	// makes atomic by itself (a failed statement changes nothing), so it
+	// needs no savepoint of its own.
+	single bool
+	err    chan error // buffered: the committer never waits on a caller
 }
 
 func newGroupCommit(s *Store) *groupCommit {
@@ -60,11 +64,11 @@ func (g *groupCommit) close() {
 // do runs fn in the next group. Once queued, fn may run whatever ctx
 // does, so do waits for its outcome; a write whose ctx ended before its
 // group started is not run and returns ctx's error.
-func (g *groupCommit) do(ctx context.Context, fn func(t *tx) error) error {
+func (g *groupCommit) do(ctx context.Context, fn func(t *tx) error, single bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	req := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1)}
+	req := &writeReq{ctx: ctx, fn: fn, single: single, err: make(chan error, 1)}
 	select {
 	case g.reqs <- req:
 	case <-ctx.Done():
@@ -186,10 +190,20 @@ func (s *Store) writeGroup(group []*writeReq) (errs []error, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("beginning %s transaction: %w", s.d.Name, err)
 	}
-	t := &tx{Tx: sqlTx, s: s, ctx: ctx}
+	t := &tx{execer: sqlTx, sqlTx: sqlTx, s: s, ctx: ctx}
 	defer func() { s.wc.prepare(ctx, t.uncached) }()
 	errs = make([]error, len(group))
 	for i, r := range group {
+		if r.single {
+			if errs[i] = call(r.fn, t); errs[i] != nil {
+				var p *panicked
+				if errors.As(errs[i], &p) {
+					_ = sqlTx.Rollback()
+					return nil, errs[i]
+				}
+			}
+			continue
+		}
 		if _, err := t.exec(ctx, `SAVEPOINT w`); err != nil {
 			_ = sqlTx.Rollback()
 			return nil, fmt.Errorf("opening a savepoint: %w", err)

@@ -157,3 +157,31 @@ func TestGroupCommitClose(t *testing.T) {
 		t.Errorf("write after close: %v, want errClosed", err)
 	}
 }
+
+// TestGroupCommitSingleStatements: writes of one statement share groups
+// without savepoints; a failing one (a duplicate key) changes nothing and
+// fails only itself.
+func TestGroupCommitSingleStatements(t *testing.T) {
+	s := openGroup(t)
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = s.writeStatement(context.Background(), func(t *tx) error {
+				_, err := t.exec(context.Background(), `INSERT INTO t (k, v) VALUES (?, ?)`, fmt.Sprint("s", i%(n/2)), i)
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			failed++
+		}
+	}
+	if failed != n/2 || count(t, s, "k LIKE 's%'") != n/2 {
+		t.Errorf("%d inserts failed and %d rows stand; want %d and %d", failed, count(t, s, "k LIKE 's%'"), n/2, n/2)
+	}
+}

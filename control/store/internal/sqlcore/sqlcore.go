@@ -170,7 +170,7 @@ func (s *Store) write(ctx context.Context, fn func(t *tx) error) error {
 	for try := 1; ; try++ {
 		var err error
 		if s.gc != nil {
-			err = s.gc.do(ctx, fn)
+			err = s.gc.do(ctx, fn, false)
 		} else {
 			err = s.writeOnce(ctx, fn)
 		}
@@ -199,16 +199,18 @@ func (s *Store) writeOnce(ctx context.Context, fn func(t *tx) error) error {
 }
 
 // writeStatement runs fn, which must make at most one change (one
-// statement; reads around it are fine), outside an explicit transaction:
-// the statement commits on its own, which saves the round trips of BEGIN
-// and COMMIT. Where the dialect commits in groups it joins a group like
-// any write.
+// statement; reads around it are fine) and keep it even when it fails
+// afterwards, outside an explicit transaction: the statement commits on
+// its own, which saves the round trips of BEGIN and COMMIT. Where the
+// dialect commits in groups it joins a group, without a savepoint.
 func (s *Store) writeStatement(ctx context.Context, fn func(t *tx) error) error {
-	if s.gc != nil {
-		return s.write(ctx, fn)
-	}
 	for try := 1; ; try++ {
-		err := fn(&tx{execer: s.w, s: s})
+		var err error
+		if s.gc != nil {
+			err = s.gc.do(ctx, fn, true)
+		} else {
+			err = fn(&tx{execer: s.w, s: s})
+		}
 		if err == nil || try == maxTries || s.d.Retryable == nil || !s.d.Retryable(err) || ctx.Err() != nil {
 			return err
 		}
