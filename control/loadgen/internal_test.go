@@ -1,6 +1,12 @@
 package loadgen
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -87,5 +93,76 @@ func TestHistogram(t *testing.T) {
 		if b := bucketOf(bucketMid(i)); b != i {
 			t.Fatalf("bucketOf(bucketMid(%d)) = %d", i, b)
 		}
+	}
+}
+
+// TestConn checks the generator's HTTP/1.1 client against net/http's
+// server: fixed-length, chunked and empty answers, errors with their
+// codes, a server that closes the connection, and cancellation.
+func TestConn(t *testing.T) {
+	big := strings.Repeat("x", 10000)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		switch r.URL.Path {
+		case "/echo":
+			w.Header().Set("X-Auth", r.Header.Get("Authorization"))
+			fmt.Fprintf(w, `{"method":%q,"body":%q,"h":%q}`, r.Method, body, r.Header.Get("Musetalk-Token"))
+		case "/chunked":
+			w.Write([]byte(`{"body":"`))
+			w.(http.Flusher).Flush()
+			w.Write([]byte(big + `"}`))
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		case "/stale":
+			w.WriteHeader(http.StatusConflict)
+			w.Write([]byte(`{"error":{"code":"stale_token","message":"gone"}}`))
+		case "/close":
+			w.Header().Set("Connection", "close")
+			w.Write([]byte(`{"body":"closed"}`))
+		case "/slow":
+			<-r.Context().Done()
+		}
+	}))
+	defer ts.Close()
+	base, err := parseBase(ts.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newConn(base, "k1")
+	defer c.close()
+	ctx := context.Background()
+	var out struct{ Method, Body, H string }
+	for range 3 { // one connection, reused
+		if st, err := c.do(ctx, http.MethodPut, "/echo", "text/plain", []byte("hello"), []header{{"Musetalk-Token", "tok"}}, &out); err != nil || st != 200 {
+			t.Fatalf("echo: %d %v", st, err)
+		}
+		if out.Method != "PUT" || out.Body != "hello" || out.H != "tok" {
+			t.Fatalf("echo answered %+v", out)
+		}
+	}
+	if st, err := c.postJSON(ctx, "/chunked", map[string]int{"a": 1}, &out); err != nil || st != 200 || out.Body != big {
+		t.Fatalf("chunked: %d %v, body of %d bytes", st, err, len(out.Body))
+	}
+	if st, err := c.postJSON(ctx, "/empty", nil, &out); err != nil || st != http.StatusNoContent {
+		t.Fatalf("empty: %d %v", st, err)
+	}
+	if _, err := c.postJSON(ctx, "/stale", nil, nil); !stale(err) {
+		t.Fatalf("stale: %v", err)
+	}
+	for range 2 { // the server closes; the next call dials again
+		if st, err := c.postJSON(ctx, "/close", nil, &out); err != nil || st != 200 || out.Body != "closed" {
+			t.Fatalf("close: %d %v %+v", st, err, out)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.postJSON(cctx, "/slow", nil, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("slow call with a deadline: %v", err)
+	}
+	if st, err := c.postJSON(ctx, "/empty", nil, nil); err != nil || st != http.StatusNoContent {
+		t.Fatalf("after a cancelled call: %d %v", st, err)
+	}
+	if _, err := parseBase("ftp://x"); err == nil {
+		t.Error("parseBase accepted ftp://")
 	}
 }

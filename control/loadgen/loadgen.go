@@ -20,8 +20,9 @@ import (
 	"fmt"
 	"mime/multipart"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,9 +84,6 @@ type Config struct {
 	// InternalKey is the worker API's bearer key; PublicKey the public
 	// API's ("" when it is open).
 	InternalKey, PublicKey string
-	// HTTPClient sends every request; nil makes one whose transport keeps
-	// enough idle connections for every simulated caller.
-	HTTPClient *http.Client
 
 	// Workers is the number of simulated workers (default 500).
 	Workers int
@@ -130,14 +128,12 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.URLs) == 0 {
 		return c, errors.New("loadgen: Config.URLs needs at least one URL")
 	}
-	urls := make([]string, len(c.URLs))
 	for i, u := range c.URLs {
-		if u == "" {
-			return c, fmt.Errorf("loadgen: Config.URLs[%d] is empty", i)
+		if _, err := parseBase(u); err != nil {
+			return c, fmt.Errorf("loadgen: Config.URLs[%d]: %w", i, err)
 		}
-		urls[i] = strings.TrimRight(u, "/")
 	}
-	c.URLs = urls
+	c.URLs = slices.Clone(c.URLs)
 	if c.InternalKey == "" {
 		return c, errors.New("loadgen: Config.InternalKey is required")
 	}
@@ -183,14 +179,6 @@ func (c Config) withDefaults() (Config, error) {
 		if *v.v == 0 {
 			*v.v = v.def
 		}
-	}
-	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Transport: &http.Transport{
-			MaxIdleConns:        2*c.Workers + c.Submitters + 16,
-			MaxIdleConnsPerHost: 2*c.Workers + c.Submitters + 16,
-			IdleConnTimeout:     time.Minute,
-			DisableCompression:  true,
-		}}
 	}
 	return c, nil
 }
@@ -257,6 +245,7 @@ type run struct {
 	stale   [numKinds]atomic.Uint64
 	cancels atomic.Uint64
 	stop    chan struct{}
+	bases   []*url.URL
 	prefix  string
 	inputs  protocol.Inputs
 
@@ -288,6 +277,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r := &run{
 		cfg: cfg, ledger: newLedger(), stop: make(chan struct{}),
 		prefix: "bench-" + hex.EncodeToString(tag[:]), errCount: map[errKey]int{},
+	}
+	for _, u := range cfg.URLs {
+		base, _ := parseBase(u) // checked by withDefaults
+		r.bases = append(r.bases, base)
 	}
 	var prefilled int
 	var prefillTime time.Duration
@@ -434,8 +427,8 @@ func (r *run) result(elapsed time.Duration) *Result {
 	return res
 }
 
-// url is the base URL that caller i talks to.
-func (r *run) url(i int) string { return r.cfg.URLs[i%len(r.cfg.URLs)] }
+// conn returns a connection of caller i (to URLs[i % len(URLs)]) with key.
+func (r *run) conn(i int, key string) *conn { return newConn(r.bases[i%len(r.bases)], key) }
 
 func (r *run) avatarID(i int) string { return fmt.Sprintf("%s-avatar-%d", r.prefix, i%r.cfg.Avatars) }
 
@@ -460,10 +453,11 @@ func (r *run) seedInputs(ctx context.Context) (protocol.Inputs, error) {
 	if err := mw.Close(); err != nil {
 		return protocol.Inputs{}, fmt.Errorf("loadgen: building the seed submission: %w", err)
 	}
-	c := newConn(r.cfg.HTTPClient, r.url(0), r.cfg.PublicKey)
+	c := r.conn(0, r.cfg.PublicKey)
+	defer c.close()
 	var job protocol.JobView
-	if _, err := c.do(ctx, http.MethodPost, protocol.Path(protocol.SubmitRoute), mw.FormDataContentType(), &body, nil, &job); err != nil {
-		return protocol.Inputs{}, fmt.Errorf("loadgen: submitting the seed job to %s: %w", r.url(0), err)
+	if _, err := c.do(ctx, http.MethodPost, protocol.Path(protocol.SubmitRoute), mw.FormDataContentType(), body.Bytes(), nil, &job); err != nil {
+		return protocol.Inputs{}, fmt.Errorf("loadgen: submitting the seed job to %s: %w", r.cfg.URLs[0], err)
 	}
 	r.submitted.Add(1)
 	return job.Inputs, nil
@@ -483,7 +477,8 @@ func (r *run) prefill(ctx context.Context) (int, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := newConn(r.cfg.HTTPClient, r.url(n), r.cfg.PublicKey)
+			c := r.conn(n, r.cfg.PublicKey)
+			defer c.close()
 			for i := next.Add(1) - 1; i < int64(r.cfg.Prefill) && ctx.Err() == nil; i = next.Add(1) - 1 {
 				req := r.submitRequest(int(i))
 				if _, err := c.postJSON(ctx, protocol.Path(protocol.SubmitRoute), &req, nil); err != nil {
@@ -513,7 +508,8 @@ func (r *run) submitRequest(i int) protocol.SubmitRequest {
 // submitter submits jobs over the seeded inputs while fewer than
 // QueueDepth of the submitted jobs wait to be claimed.
 func (r *run) submitter(ctx context.Context, n int) {
-	c := newConn(r.cfg.HTTPClient, r.url(n), r.cfg.PublicKey)
+	c := r.conn(n, r.cfg.PublicKey)
+	defer c.close()
 	for i := n; !r.stopped() && ctx.Err() == nil; i += r.cfg.Submitters {
 		if r.submitted.Load()-r.claimed.Load() >= int64(r.cfg.QueueDepth) {
 			if !r.sleep(ctx, 2*time.Millisecond) {
@@ -562,7 +558,8 @@ func (r *run) newWorker(n int) *worker {
 // spread evenly.
 func (w *worker) heartbeats(ctx context.Context) {
 	r := w.r
-	c := newConn(r.cfg.HTTPClient, r.url(w.n), r.cfg.InternalKey)
+	c := r.conn(w.n, r.cfg.InternalKey)
+	defer c.close()
 	path := protocol.Path(protocol.HeartbeatRoute, w.id)
 	every := r.cfg.HeartbeatInterval
 	next := time.Now()
@@ -618,7 +615,8 @@ func (w *worker) heartbeats(ctx context.Context) {
 // cycles claims, uploads and completes until the run stops.
 func (w *worker) cycles(ctx context.Context) {
 	r := w.r
-	c := newConn(r.cfg.HTTPClient, r.url(w.n), r.cfg.InternalKey)
+	c := r.conn(w.n, r.cfg.InternalKey)
+	defer c.close()
 	claimPath := protocol.Path(protocol.ClaimRoute, w.id)
 	claim := protocol.ClaimRequest{WorkerType: protocol.WorkerMain, Provider: "bench", GPUClass: "bench",
 		Version: "bench", CachedAvatars: w.cached}
@@ -681,9 +679,9 @@ func (w *worker) runAttempt(ctx context.Context, c *conn, a *protocol.Assignment
 	// mistaken for the current one's.
 	copy(out, fmt.Sprintf("%s/%d ", a.JobID, a.Attempt))
 	sum := sha1.Sum(out)
-	hdr := http.Header{protocol.AttemptHeader: {strconv.Itoa(a.Attempt)}, protocol.TokenHeader: {a.Token}}
+	hdr := []header{{protocol.AttemptHeader, strconv.Itoa(a.Attempt)}, {protocol.TokenHeader, a.Token}}
 	sent := time.Now()
-	_, err := c.do(ctx, http.MethodPut, protocol.InternalBlobPath+a.OutputKey, "application/octet-stream", bytes.NewReader(out), hdr, nil)
+	_, err := c.do(ctx, http.MethodPut, protocol.InternalBlobPath+a.OutputKey, "application/octet-stream", out, hdr, nil)
 	if !w.record(Upload, sent, err) {
 		return
 	}
