@@ -1,12 +1,17 @@
 // Package image_test builds the real worker image (deploy/image) from the
 // locked Debian packages and freshly built musetalk binaries, loads it
 // into the local Docker engine and runs it: the image the deploy files
-// name, checked as a container. It needs a Docker engine (`docker info`),
-// apt (the packages are fetched with `apt-get download` into the user's
-// cache, ~/.cache/musetalk/debs, or MUSETALK_DEBS_DIR) and the CUDA
-// toolkit's cuda.h (for musetalk-cuda); without one it skips, and under
-// CI it fails. -short skips it. About 4 minutes on 2 cores, most of it
-// compressing layers.
+// name, checked as a container. TestFleet (fleet_test.go) then runs the
+// control plane and three workers from it on a private Docker network,
+// as the deploy files describe them, through crashes, a network
+// partition, a stop and Salad's probes. The images are built once, by
+// whichever test asks first, and shared. It needs a Docker engine
+// (`docker info`), apt (the packages are fetched with `apt-get download`
+// into the user's cache, ~/.cache/musetalk/debs, or MUSETALK_DEBS_DIR)
+// and the CUDA toolkit's cuda.h (for musetalk-cuda); without one it
+// skips, and under CI it fails. -short skips it. About 4 minutes on 2
+// cores for the image, most of it compressing layers, and 1 to 2 for the
+// fleet; see e2e/README.md.
 package image_test
 
 import (
@@ -17,6 +22,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -26,6 +32,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,70 +53,16 @@ func TestWorkerImage(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
 	defer cancel()
-	needDocker(t, ctx)
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		testenv.Missing(t, "apt-get not installed: the image's Debian packages are fetched with apt-get download")
-	}
-	root := repoRoot(t)
-	if err := touchSources(root); err != nil {
-		t.Fatal(err)
-	}
-	lock, err := image.ReadLockFile(filepath.Join(root, "deploy/image/debs.lock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	debs := os.Getenv("MUSETALK_DEBS_DIR")
-	if debs == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		debs = filepath.Join(cache, "musetalk", "debs")
-	}
-	if err := (image.Apt{Logf: t.Logf}).Fetch(ctx, lock, debs); err != nil {
-		t.Fatalf("fetching the locked packages: %v", err)
-	}
-	files, err := image.DebsIn(debs)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	bin := t.TempDir()
-	bins := []image.Binary{{Name: "musetalk", Path: filepath.Join(bin, "musetalk")}, {Name: "musetalk-cuda", Path: filepath.Join(bin, "musetalk-cuda")}}
-	goBuild(t, ctx, root, bins[0].Path)
-	goBuild(t, ctx, root, bins[1].Path, "-tags", "cuda")
-
-	opts := image.Options{
-		Binaries: bins,
-		Created:  time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
-		Debs:     files,
-		Lock:     lock,
-		Revision: "e2e",
-		Version:  "e2e",
-		TempDir:  t.TempDir(),
-	}
-	out := t.TempDir()
-	baseTar := filepath.Join(out, "image.tar")
-	start := time.Now()
-	img, err := image.Build(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer img.Close()
-	if err := image.WriteTarball(img, baseTar, baseTag); err != nil {
-		t.Fatal(err)
-	}
-	digest, _ := img.Digest()
-	t.Logf("built %s in %s: %s", digest, time.Since(start).Round(time.Second), sizes(t, img))
+	b := builtImages(t)
+	img, digest := b.img, b.digest
 
 	t.Run("reproducible", func(t *testing.T) {
-		again, err := image.Build(ctx, opts)
+		again, err := image.Build(ctx, b.opts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer again.Close()
-		if d, _ := again.Digest(); d != digest {
+		if d, _ := again.Digest(); d.String() != digest {
 			t.Errorf("a second build of the same inputs: %s, first %s", d, digest)
 		}
 	})
@@ -128,8 +81,6 @@ func TestWorkerImage(t *testing.T) {
 			t.Errorf("the CA bundle holds %d certificates", n)
 		}
 	})
-
-	load(t, ctx, baseTar, baseTag)
 
 	t.Run("musetalk --help", func(t *testing.T) {
 		out := docker(t, ctx, 0, "run", "--rm", baseTag, "musetalk", "--help")
@@ -189,22 +140,6 @@ func TestWorkerImage(t *testing.T) {
 	})
 
 	t.Run("with tiny weights renders", func(t *testing.T) {
-		weights := filepath.Join(t.TempDir(), "weights")
-		if out, err := exec.CommandContext(ctx, bins[0].Path, "weights", "tiny", "--out", weights).CombinedOutput(); err != nil {
-			t.Fatalf("musetalk weights tiny: %v\n%s", err, out)
-		}
-		wimg, err := image.WithWeights(ctx, img, weights, 0, t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer wimg.Close()
-		wtar := filepath.Join(out, "image-weights.tar")
-		if err := image.WriteTarball(wimg, wtar, weightsTag); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("with tiny weights: %s", sizes(t, wimg))
-		load(t, ctx, wtar, weightsTag)
-
 		work := t.TempDir()
 		if err := os.Chmod(work, 0o777); err != nil { // the container writes as uid 1000
 			t.Fatal(err)
@@ -232,6 +167,191 @@ func TestWorkerImage(t *testing.T) {
 	})
 }
 
+// images is what builtImages made: the worker image (loaded as baseTag)
+// and the same image with `weights tiny` baked in (loaded as weightsTag),
+// built once per test binary and shared by TestWorkerImage and the fleet
+// (fleet_test.go). TestMain removes the tags and files at the end.
+type images struct {
+	img    *image.Image
+	opts   image.Options
+	digest string
+	// musetalk is the pure-Go binary the image carries, built for this
+	// machine (it writes tiny weights).
+	musetalk string
+}
+
+var (
+	imagesOnce sync.Once
+	imagesRes  *images
+	imagesErr  error
+	// imagesMissing: what this machine lacks to build the image (the
+	// test skips, or fails under CI), rather than a failure.
+	imagesMissing bool
+	imagesDir     string // temporary files, removed by TestMain
+	imagesLoaded  []string
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	// The fleet's scenarios (fleet_test.go) spend their time waiting on
+	// containers: run them all at once unless -parallel was given.
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		_ = flag.Set("test.parallel", "8")
+	}
+	if _, err := exec.LookPath("docker"); err == nil && !testing.Short() {
+		removeStaleFleets()
+	}
+	code := m.Run()
+	for _, tag := range imagesLoaded {
+		exec.Command("docker", "rmi", "-f", tag).Run()
+	}
+	if imagesRes != nil {
+		imagesRes.img.Close()
+	}
+	if imagesDir != "" {
+		os.RemoveAll(imagesDir)
+	}
+	os.Exit(code)
+}
+
+// builtImages builds both images and loads them into Docker, once; later
+// calls return the first result. It skips (fails under CI) where the
+// machine lacks Docker, apt-get or cuda.h.
+func builtImages(t *testing.T) *images {
+	t.Helper()
+	needDocker(t, context.Background())
+	imagesOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+		defer cancel()
+		imagesRes, imagesErr = buildImages(ctx, t.Logf)
+	})
+	if imagesErr != nil {
+		if imagesMissing {
+			testenv.Missing(t, "%v", imagesErr)
+		}
+		t.Fatalf("building the worker image: %v", imagesErr)
+	}
+	return imagesRes
+}
+
+func buildImages(ctx context.Context, logf func(string, ...any)) (*images, error) {
+	missing := func(format string, args ...any) error {
+		imagesMissing = true
+		return fmt.Errorf(format, args...)
+	}
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		return nil, missing("apt-get not installed: the image's Debian packages are fetched with apt-get download")
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	if err := touchSources(root); err != nil {
+		return nil, err
+	}
+	lock, err := image.ReadLockFile(filepath.Join(root, "deploy/image/debs.lock"))
+	if err != nil {
+		return nil, err
+	}
+	debs := os.Getenv("MUSETALK_DEBS_DIR")
+	if debs == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			return nil, err
+		}
+		debs = filepath.Join(cache, "musetalk", "debs")
+	}
+	if err := (image.Apt{Logf: logf}).Fetch(ctx, lock, debs); err != nil {
+		return nil, fmt.Errorf("fetching the locked packages: %w", err)
+	}
+	files, err := image.DebsIn(debs)
+	if err != nil {
+		return nil, err
+	}
+	if imagesDir, err = os.MkdirTemp("", "musetalk-e2e-image-"); err != nil {
+		return nil, err
+	}
+	dir := func(name string) (string, error) {
+		d := filepath.Join(imagesDir, name)
+		return d, os.Mkdir(d, 0o755)
+	}
+	bin, err := dir("bin")
+	if err != nil {
+		return nil, err
+	}
+	bins := []image.Binary{{Name: "musetalk", Path: filepath.Join(bin, "musetalk")}, {Name: "musetalk-cuda", Path: filepath.Join(bin, "musetalk-cuda")}}
+	if err := goBuild(ctx, root, bins[0].Path); err != nil {
+		return nil, err
+	}
+	if err := goBuild(ctx, root, bins[1].Path, "-tags", "cuda"); err != nil {
+		if strings.Contains(err.Error(), "cuda.h") {
+			return nil, missing("the CUDA toolkit is not installed (musetalk-cuda needs cuda.h): %v", err)
+		}
+		return nil, err
+	}
+	tmp, err := dir("tmp")
+	if err != nil {
+		return nil, err
+	}
+	opts := image.Options{
+		Binaries: bins,
+		Created:  time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		Debs:     files,
+		Lock:     lock,
+		Revision: "e2e",
+		Version:  "e2e",
+		TempDir:  tmp,
+	}
+	start := time.Now()
+	img, err := image.Build(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	res := &images{img: img, opts: opts, musetalk: bins[0].Path}
+	d, _ := img.Digest()
+	res.digest = d.String()
+	baseTar := filepath.Join(imagesDir, "image.tar")
+	if err := image.WriteTarball(img, baseTar, baseTag); err != nil {
+		img.Close()
+		return nil, err
+	}
+	logf("built %s in %s: %s", res.digest, time.Since(start).Round(time.Second), sizes(img))
+	if err := load(ctx, logf, baseTar, baseTag); err != nil {
+		img.Close()
+		return nil, err
+	}
+
+	weights := filepath.Join(imagesDir, "weights")
+	if out, err := exec.CommandContext(ctx, bins[0].Path, "weights", "tiny", "--out", weights).CombinedOutput(); err != nil {
+		img.Close()
+		return nil, fmt.Errorf("musetalk weights tiny: %v\n%s", err, out)
+	}
+	wtmp, err := dir("wtmp")
+	if err != nil {
+		img.Close()
+		return nil, err
+	}
+	wimg, err := image.WithWeights(ctx, img, weights, 0, wtmp)
+	if err != nil {
+		img.Close()
+		return nil, err
+	}
+	defer wimg.Close()
+	wtar := filepath.Join(imagesDir, "image-weights.tar")
+	if err := image.WriteTarball(wimg, wtar, weightsTag); err != nil {
+		img.Close()
+		return nil, err
+	}
+	logf("with tiny weights: %s", sizes(wimg))
+	if err := load(ctx, logf, wtar, weightsTag); err != nil {
+		img.Close()
+		return nil, err
+	}
+	return res, nil
+}
+
 // needDocker skips (fails under CI) without a Docker engine.
 func needDocker(t *testing.T, ctx context.Context) {
 	t.Helper()
@@ -246,8 +366,7 @@ func needDocker(t *testing.T, ctx context.Context) {
 }
 
 // goBuild builds ./cmd/musetalk as the image carries it: -trimpath.
-func goBuild(t *testing.T, ctx context.Context, root, out string, args ...string) {
-	t.Helper()
+func goBuild(ctx context.Context, root, out string, args ...string) error {
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(goBin); err != nil {
 		goBin = "go"
@@ -255,30 +374,27 @@ func goBuild(t *testing.T, ctx context.Context, root, out string, args ...string
 	cmd := exec.CommandContext(ctx, goBin, append(append([]string{"build", "-trimpath"}, args...), "-o", out, "./cmd/musetalk")...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		if bytes.Contains(b, []byte("cuda.h")) {
-			testenv.Missing(t, "the CUDA toolkit is not installed (musetalk-cuda needs cuda.h): %s", b)
-		}
-		t.Fatalf("go build %v: %v\n%s", args, err, b)
+		return fmt.Errorf("go build %v: %v\n%s", args, err, b)
 	}
+	return nil
 }
 
-// load loads a tarball into the engine and removes the tag when the
-// test ends.
-func load(t *testing.T, ctx context.Context, file, tag string) {
-	t.Helper()
+// load loads a tarball into the engine; TestMain removes the tag.
+func load(ctx context.Context, logf func(string, ...any), file, tag string) error {
 	out, err := image.Load(ctx, file)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if !strings.Contains(out, tag) {
-		t.Fatalf("docker load: %s, want %s", out, tag)
+		return fmt.Errorf("docker load: %s, want %s", out, tag)
 	}
-	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
-	if size := strings.TrimSpace(docker(t, ctx, 0, "image", "inspect", "--format", "{{.Size}}", tag)); size != "" {
+	imagesLoaded = append(imagesLoaded, tag)
+	if size, err := exec.CommandContext(ctx, "docker", "image", "inspect", "--format", "{{.Size}}", tag).Output(); err == nil {
 		var n int64
-		fmt.Sscan(size, &n)
-		t.Logf("%s: %.0f MB in the engine", tag, float64(n)/1e6)
+		fmt.Sscan(strings.TrimSpace(string(size)), &n)
+		logf("%s: %.0f MB in the engine", tag, float64(n)/1e6)
 	}
+	return nil
 }
 
 // docker runs the docker command and returns its output (stdout and
@@ -302,11 +418,10 @@ func docker(t *testing.T, ctx context.Context, want int, args ...string) string 
 
 // sizes describes an image's layers: compressed (what a registry stores
 // and a host pulls) and unpacked.
-func sizes(t *testing.T, img *image.Image) string {
-	t.Helper()
+func sizes(img *image.Image) string {
 	layers, err := img.Layers()
 	if err != nil {
-		t.Fatal(err)
+		return err.Error()
 	}
 	var parts []string
 	var total int64
@@ -343,19 +458,18 @@ func fileInLayer(t *testing.T, l interface{ Uncompressed() (io.ReadCloser, error
 }
 
 // repoRoot finds the module root above the working directory.
-func repoRoot(t *testing.T) string {
-	t.Helper()
+func repoRoot() (string, error) {
 	d, err := os.Getwd()
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
+			return d, nil
 		}
 		parent := filepath.Dir(d)
 		if parent == d {
-			t.Fatal("no go.mod above the working directory")
+			return "", errors.New("no go.mod above the working directory")
 		}
 		d = parent
 	}
