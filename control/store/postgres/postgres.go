@@ -69,6 +69,7 @@ func OpenConfig(ctx context.Context, cfg *pgxpool.Config) (*Store, error) {
 			DollarPlaceholders: true,
 			RowLocks:           true,
 			Arrays:             true,
+			ModifyingCTEs:      true,
 			EncodeTime:         func(t time.Time) any { return t },
 			// One lock per schema: replicas of one deployment migrate in
 			// turn, other schemas in the same database are not held up.

@@ -118,13 +118,22 @@ func (s *Store) JobClaim(ctx context.Context, p *store.JobClaimParams) (*store.J
 		return nil, fmt.Errorf("claiming a job: worker type %q is not one of main, transient or empty", p.WorkerType)
 	}
 	var job *store.Job
-	err := s.write(ctx, func(t *tx) error {
+	done := false
+	if s.d.ModifyingCTEs {
 		var err error
-		job, err = t.claim(ctx, p)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("claiming a job for worker %s: %w", p.WorkerID, err)
+		if job, done, err = s.claimFast(ctx, p); err != nil {
+			return nil, fmt.Errorf("claiming a job for worker %s: %w", p.WorkerID, err)
+		}
+	}
+	if !done {
+		err := s.write(ctx, func(t *tx) error {
+			var err error
+			job, err = t.claim(ctx, p)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("claiming a job for worker %s: %w", p.WorkerID, err)
+		}
 	}
 	if job == nil {
 		return nil, store.ErrNoJob
@@ -151,20 +160,15 @@ func (t *tx) claim(ctx context.Context, p *store.JobClaimParams) (*store.Job, er
 		}
 	}
 
-	j, err := t.pick(ctx, p)
-	if j == nil || err != nil {
-		return nil, err
-	}
-
+	target, targs := s.claimTarget(p)
 	now := s.ts(p.Now)
-	lease := s.ts(p.Now.Add(p.LeaseDuration))
-	picked := j
-	j, err = scanJob(t.queryRow(ctx, `UPDATE jobs SET state = 'running', attempt = attempt + 1, token = ?, worker_id = ?,
-	lease_expires_at = ?, progress = NULL, progress_at = ?, updated_at = ?
-WHERE id = ? AND state = 'queued' AND attempt = ?
-RETURNING `+jobCols, p.Token, p.WorkerID, lease, now, now, picked.ID, picked.Attempt))
+	j, err := scanJob(t.queryRow(ctx, `UPDATE jobs SET `+claimSet+` WHERE id = `+target+` AND state = 'queued'
+RETURNING `+jobCols, append([]any{p.Token, p.WorkerID, s.ts(p.Now.Add(p.LeaseDuration)), now, now}, targs...)...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil, fmt.Errorf("starting job %s: %w", picked.ID, err)
+		return nil, fmt.Errorf("starting a job: %w", err)
 	}
 	if _, err := t.exec(ctx, `INSERT INTO attempts (job_id, number, worker_id, token, outcome, started_at)
 VALUES (?, ?, ?, ?, 'running', ?)`, j.ID, j.Attempt, p.WorkerID, p.Token, now); err != nil {
@@ -178,51 +182,41 @@ WHERE id = ?`, j.ID, j.Attempt, now, now, p.WorkerID); err != nil {
 	return j, nil
 }
 
-// pick finds and locks the job to claim, or returns nil, nil. Jobs come
-// by priority; within the top priority, a job whose avatar the worker
-// caches comes first; then the oldest. The top priority is looked up
-// first so that each query walks an index instead of sorting the queue,
-// and only the chosen row is locked.
-func (t *tx) pick(ctx context.Context, p *store.JobClaimParams) (*store.Job, error) {
+// claimSet starts the claimed job: its arguments are the token, the
+// worker, the lease's end and the claim time twice.
+const claimSet = `state = 'running', attempt = attempt + 1, token = ?, worker_id = ?,
+	lease_expires_at = ?, progress = NULL, progress_at = ?, updated_at = ?`
+
+// claimTarget returns an expression for the id of the job to claim (NULL
+// when there is none) and its arguments. Jobs come by priority; within the
+// top priority, a job whose avatar the worker caches comes first; then the
+// oldest. Each subquery walks an index (the top priority is looked up
+// first) instead of sorting the queue; where the database has row locks
+// the job is locked as it is chosen, skipping jobs other claims hold.
+func (s *Store) claimTarget(p *store.JobClaimParams) (string, []any) {
 	const (
 		claimable = `state = 'queued' AND run_after <= ? AND (worker_type = '' OR worker_type = ?)`
 		order     = ` ORDER BY priority DESC, created_at, id LIMIT 1`
 	)
-	lock := t.s.d.skipLocked()
-	args := []any{t.s.ts(p.Now), string(p.WorkerType)}
+	lock := s.d.skipLocked()
+	now, wt := s.ts(p.Now), string(p.WorkerType)
+	oldest := `(SELECT id FROM jobs WHERE ` + claimable + order + lock + `)`
 	var cached []any
 	for _, a := range p.CachedAvatars {
 		if a != "" {
 			cached = append(cached, a)
 		}
 	}
-	if len(cached) > 0 {
-		var top int
-		err := t.queryRow(ctx, `SELECT priority FROM jobs WHERE `+claimable+order, args...).Scan(&top)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("finding a claimable job: %w", err)
-		}
-		j, err := scanJob(t.queryRow(ctx, `SELECT `+jobCols+` FROM jobs WHERE `+claimable+
-			` AND priority = ? AND avatar_id IN (`+placeholders(len(cached))+`)`+order+lock,
-			append(append(args, top), cached...)...))
-		if err == nil {
-			return j, nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("finding a claimable job with a cached avatar: %w", err)
-		}
+	if len(cached) == 0 {
+		return oldest, []any{now, wt}
 	}
-	j, err := scanJob(t.queryRow(ctx, `SELECT `+jobCols+` FROM jobs WHERE `+claimable+order+lock, args...))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("finding a claimable job: %w", err)
-	}
-	return j, nil
+	// COALESCE evaluates (and locks through) the second choice only when
+	// the first finds nothing.
+	avatar := `(SELECT id FROM jobs WHERE ` + claimable +
+		` AND priority = (SELECT priority FROM jobs WHERE ` + claimable + order + `)` +
+		` AND avatar_id IN (` + placeholders(len(cached)) + `) ORDER BY created_at, id LIMIT 1` + lock + `)`
+	args := append([]any{now, wt, now, wt}, cached...)
+	return `COALESCE(` + avatar + `, ` + oldest + `)`, append(args, now, wt)
 }
 
 // nextProgress returns the progress and progress time that j records
@@ -287,6 +281,15 @@ func (s *Store) JobProgress(ctx context.Context, p *store.JobProgressParams) (*s
 func (s *Store) JobComplete(ctx context.Context, p *store.JobCompleteParams) (*store.Job, error) {
 	if p.OutputKey == "" {
 		return nil, fmt.Errorf("completing job %s: output key is required", p.JobID)
+	}
+	if s.d.ModifyingCTEs {
+		job, done, err := s.completeFast(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("completing job: %w", err)
+		}
+		if done {
+			return job, nil
+		}
 	}
 	var job *store.Job
 	err := s.write(ctx, func(t *tx) error {

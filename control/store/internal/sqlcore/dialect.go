@@ -48,6 +48,10 @@ type Dialect struct {
 	// ?::text[], = ANY, unnest). Heartbeats that arrive together are then
 	// saved together, a few statements for the whole batch.
 	Arrays bool
+	// ModifyingCTEs: the database runs INSERT and UPDATE inside WITH
+	// (PostgreSQL); a claim and a complete are then one statement each
+	// (fastpath.go).
+	ModifyingCTEs bool
 	// MigrationLock, if not empty, is run first in the migration
 	// transaction; it must block concurrent migrations of the same schema.
 	MigrationLock string
