@@ -74,21 +74,33 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader, size int64) (err
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("blob: put %q: %w", key, err)
 	}
-	name := filepath.FromSlash(key)
-	dir := path.Dir(key)
+	// The object's directory is resolved (and made) once; the temporary
+	// file, the rename and the directory's sync all work in it.
+	dir, base := path.Split(key)
+	dir = path.Clean(dir)
+	parent := d.root
 	if dir != "." {
-		if err := d.root.MkdirAll(filepath.FromSlash(dir), 0o755); err != nil {
-			return fmt.Errorf("blob: put %q: creating directory %s: %w", key, dir, err)
+		sub, err := d.root.OpenRoot(filepath.FromSlash(dir))
+		if isNotExist(err) {
+			if err := d.root.MkdirAll(filepath.FromSlash(dir), 0o755); err != nil {
+				return fmt.Errorf("blob: put %q: creating directory %s: %w", key, dir, err)
+			}
+			sub, err = d.root.OpenRoot(filepath.FromSlash(dir))
 		}
+		if err != nil {
+			return fmt.Errorf("blob: put %q: opening directory %s: %w", key, dir, err)
+		}
+		defer sub.Close()
+		parent = sub
 	}
-	tmp, f, err := d.createTemp(dir)
+	tmp, f, err := createTemp(parent)
 	if err != nil {
 		return fmt.Errorf("blob: put %q: creating temporary file: %w", key, err)
 	}
 	defer func() {
 		if err != nil {
 			f.Close()
-			d.root.Remove(tmp)
+			parent.Remove(tmp)
 		}
 	}()
 	n, err := io.Copy(f, ctxReader{ctx: ctx, r: r})
@@ -110,21 +122,22 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader, size int64) (err
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("blob: put %q: %w", key, err)
 	}
-	if err := d.root.Rename(tmp, name); err != nil {
+	if err := parent.Rename(tmp, base); err != nil {
 		return fmt.Errorf("blob: put %q: renaming temporary file into place: %w", key, err)
 	}
 	// The object is in place; a failed directory sync only weakens
 	// durability across a crash, so it is reported but the rename stands.
-	if err := d.syncDir(dir); err != nil {
+	if err := syncDir(parent); err != nil {
 		return fmt.Errorf("blob: put %q: stored, but syncing directory %s failed: %w", key, dir, err)
 	}
 	return nil
 }
 
-func (d *Dir) createTemp(dir string) (string, *os.File, error) {
+// createTemp creates a new temporary file in the directory of root.
+func createTemp(root *os.Root) (string, *os.File, error) {
 	for range 10 {
-		name := filepath.Join(filepath.FromSlash(dir), tmpPrefix+rand.Text())
-		f, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		name := tmpPrefix + rand.Text()
+		f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
@@ -133,8 +146,9 @@ func (d *Dir) createTemp(dir string) (string, *os.File, error) {
 	return "", nil, errors.New("could not pick an unused temporary file name")
 }
 
-func (d *Dir) syncDir(dir string) error {
-	f, err := d.root.Open(filepath.FromSlash(dir))
+// syncDir fsyncs root's directory.
+func syncDir(root *os.Root) error {
+	f, err := root.Open(".")
 	if err != nil {
 		return err
 	}
