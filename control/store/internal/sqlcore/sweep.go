@@ -53,7 +53,9 @@ WHERE j.state = 'running' AND (j.lease_expires_at < ? OR w.status = 'offline'`
 		q += ` OR j.progress_at < ?`
 		args = append(args, s.ts(p.Now.Add(-p.StallTimeout)))
 	}
-	rows, err := s.queryRead(ctx, q+`) ORDER BY j.id`, args...)
+	// Sorted here, not by the query: ORDER BY id would have SQLite walk
+	// the primary key, every job ever, instead of the running jobs' index.
+	rows, err := s.queryRead(ctx, q+`)`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sweeping: finding lost attempts: %w", err)
 	}
@@ -64,6 +66,7 @@ WHERE j.state = 'running' AND (j.lease_expires_at < ? OR w.status = 'offline'`
 	if err != nil {
 		return nil, fmt.Errorf("sweeping: finding lost attempts: %w", err)
 	}
+	slices.Sort(ids)
 	for _, id := range ids {
 		var in *store.Interruption
 		err := s.write(ctx, func(t *tx) error {
