@@ -1437,9 +1437,9 @@ func wav(secs float64) []byte {
 // followed by the test process's id.
 const fleetPrefix = "musetalk-fleet-"
 
-// removeStaleFleets removes the containers and networks of fleets whose
-// test process is gone (killed, say by go test's timeout, before its
-// cleanups ran). Fleets of running processes are left alone.
+// removeStaleFleets removes the containers, networks and image tags of
+// test processes that are gone (killed, say by go test's timeout, before
+// their cleanups ran). Those of running processes are left alone.
 func removeStaleFleets() {
 	stale := func(name string) bool {
 		rest, ok := strings.CutPrefix(name, fleetPrefix)
@@ -1467,6 +1467,17 @@ func removeStaleFleets() {
 	}
 	if names := list("network", "ls", "--filter", "name="+fleetPrefix, "--format", "{{.Name}}"); len(names) > 0 {
 		exec.Command("docker", append([]string{"network", "rm"}, names...)...).Run()
+	}
+	// And the image tags such a process loaded (REPO:KIND-PID).
+	out, _ := exec.Command("docker", "images", "--filter", "reference="+e2eRepo, "--format", "{{.Tag}}").Output()
+	var tags []string
+	for _, tag := range strings.Fields(string(out)) {
+		if i := strings.LastIndexByte(tag, '-'); i > 0 && stale(fleetPrefix+tag[i+1:]+"-") {
+			tags = append(tags, e2eRepo+":"+tag)
+		}
+	}
+	if len(tags) > 0 {
+		exec.Command("docker", append([]string{"rmi", "-f"}, tags...)...).Run()
 	}
 }
 

@@ -41,11 +41,14 @@ import (
 	"github.com/avatargen/musetalk/internal/testenv"
 )
 
-// The tags the test loads and removes; never the deployed name.
-const (
-	baseTag    = "musetalk-worker-e2e:base"
-	weightsTag = "musetalk-worker-e2e:tiny-weights"
+// The tags the test loads and removes; never the deployed name. They
+// carry the test process's id: several runs may share one Docker engine.
+var (
+	baseTag    = fmt.Sprintf("%s:base-%d", e2eRepo, os.Getpid())
+	weightsTag = fmt.Sprintf("%s:tiny-weights-%d", e2eRepo, os.Getpid())
 )
+
+const e2eRepo = "musetalk-worker-e2e"
 
 func TestWorkerImage(t *testing.T) {
 	if testing.Short() {
