@@ -70,7 +70,9 @@ const (
 // TestFleet runs the scenarios, each on a fleet of its own (a private
 // network, an in-memory B2, the control plane, one worker as the Vast line
 // starts it and two Salad replicas), all at once: they spend their time
-// waiting on the containers.
+// waiting on the containers. It runs the image builtImages made (by file
+// order, this test asks first and the build happens here;
+// TestWorkerImage then checks the same image).
 func TestFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the image suite is skipped in -short mode")
