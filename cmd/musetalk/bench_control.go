@@ -406,14 +406,14 @@ func newBenchSchema(ctx context.Context, url string) (string, func(), error) {
 	return schema, drop, nil
 }
 
-// openPostgresIn opens one replica's store whose search_path is schema.
+// openPostgresIn opens one replica's store whose search_path is schema,
+// as musetalk control opens it (the same pool settings).
 func openPostgresIn(ctx context.Context, url, schema string) (*postgres.Store, error) {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("opening PostgreSQL: parsing --db: %w", err)
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
 	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	st, err := postgres.OpenConfig(ctx, cfg)
+	st, err := postgres.Open(ctx, url+sep+"search_path="+schema)
 	if err != nil {
 		return nil, fmt.Errorf("opening PostgreSQL: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -25,6 +26,16 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
+// DefaultMaxConns is the pool size of Open unless the URL sets
+// pool_max_conns. Every write waits for its commit's WAL flush (about half
+// a millisecond on the development VMs); PostgreSQL flushes the commits
+// that wait together, so writes per second grow with the connections
+// that commit at once. pgx's default (the number of CPUs, at least 4)
+// held a 2-core control plane to a few hundred jobs per second; 16 per
+// replica leaves room for six replicas under the server's default
+// max_connections of 100.
+const DefaultMaxConns = 16
+
 // Store is a store.Store in a PostgreSQL schema (the connection's
 // search_path).
 type Store struct {
@@ -35,13 +46,16 @@ var _ store.Store = (*Store)(nil)
 
 // Open connects to the database at url (postgres://user:pass@host/db?...)
 // and applies the migrations it lacks. Pool settings such as
-// pool_max_conns may be given in the URL's query; search_path picks the
-// schema.
+// pool_max_conns (default DefaultMaxConns) may be given in the URL's
+// query; search_path picks the schema.
 func Open(ctx context.Context, url string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgx hides the password in its parse errors.
 		return nil, fmt.Errorf("opening postgres store: parsing the database url: %w", err)
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = DefaultMaxConns
 	}
 	return OpenConfig(ctx, cfg)
 }

@@ -24,7 +24,7 @@ const urlEnv = "MUSETALK_TEST_POSTGRES_URL"
 
 // serverURL returns the test server's URL. Without one the tests skip,
 // except under CI, which must never skip PostgreSQL.
-func serverURL(t *testing.T) string {
+func serverURL(t testing.TB) string {
 	t.Helper()
 	url := os.Getenv(urlEnv)
 	if url == "" {
@@ -35,13 +35,13 @@ func serverURL(t *testing.T) string {
 
 // newSchema creates an empty schema with a random name and drops it when
 // the test ends.
-func newSchema(t *testing.T, url string) string {
+func newSchema(t testing.TB, url string) string {
 	t.Helper()
 	ctx := context.Background()
 	b := make([]byte, 8)
 	rand.Read(b)
 	schema := "storetest_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, url)
+	conn, err := connect(ctx, url)
 	if err != nil {
 		t.Fatalf("connecting to %s: %v", urlEnv, err)
 	}
@@ -52,7 +52,7 @@ func newSchema(t *testing.T, url string) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, url)
+		conn, err := connect(ctx, url)
 		if err != nil {
 			t.Errorf("connecting to drop schema %s: %v", schema, err)
 			return
@@ -65,9 +65,18 @@ func newSchema(t *testing.T, url string) string {
 	return schema
 }
 
+// connect opens one connection to url, which may hold pool settings.
+func connect(ctx context.Context, url string) (*pgx.Conn, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.ConnectConfig(ctx, cfg.ConnConfig)
+}
+
 // openIn opens a Store (one replica: its own pool) whose search_path is
 // schema; it is closed when the test ends, before the schema is dropped.
-func openIn(t *testing.T, url, schema string) *postgres.Store {
+func openIn(t testing.TB, url, schema string) *postgres.Store {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -87,6 +96,25 @@ func TestConformance(t *testing.T) {
 	url := serverURL(t)
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return openIn(t, url, newSchema(t, url))
+	})
+}
+
+// BenchmarkStore: go test -run '^$' -bench . ./control/store/postgres/
+// with MUSETALK_TEST_POSTGRES_URL set.
+// The store's pool has its default size, as a control plane's has.
+func BenchmarkStore(b *testing.B) {
+	url := serverURL(b)
+	storetest.Bench(b, func(b *testing.B) store.Store {
+		sep := "?"
+		if strings.Contains(url, "?") {
+			sep = "&"
+		}
+		s, err := postgres.Open(context.Background(), url+sep+"search_path="+newSchema(b, url))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		return s
 	})
 }
 

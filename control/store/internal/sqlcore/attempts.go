@@ -255,6 +255,49 @@ RETURNING `+jobCols, parg, s.tsPtr(progressAt), s.ts(now.Add(lease)), s.ts(now),
 	return out, nil
 }
 
+// leaseCols are the columns of a job that a heartbeat reads (lockLease).
+const leaseCols = `id, state, attempt, token, worker_id, progress, progress_at`
+
+// lockLease reads and locks what a heartbeat needs of a job: its state,
+// attempt, token, worker and progress (the rest stays zero).
+func (t *tx) lockLease(ctx context.Context, id string) (*store.Job, error) {
+	var (
+		j        store.Job
+		progress sql.NullString
+	)
+	err := t.queryRow(ctx, `SELECT `+leaseCols+` FROM jobs WHERE id = ?`+t.s.d.forUpdate(), id).Scan(
+		&j.ID, &j.State, &j.Attempt, &j.Token, &j.WorkerID, &progress, nullTimeDest{&j.ProgressAt})
+	if err != nil {
+		return nil, notFound(err, fmt.Sprintf("job %q", id))
+	}
+	if j.Progress, err = decodeProgress(progress); err != nil {
+		return nil, fmt.Errorf("job %s: %w", j.ID, err)
+	}
+	return &j, nil
+}
+
+// renewLease is extendLease for a heartbeat: it returns only the new end
+// of the lease.
+func (t *tx) renewLease(ctx context.Context, j *store.Job, progress *protocol.Progress, lease time.Duration, now time.Time) (*time.Time, error) {
+	s := t.s
+	newProgress, progressAt := nextProgress(j, progress, now)
+	parg, err := progressArg(newProgress)
+	if err != nil {
+		return nil, err
+	}
+	var until time.Time
+	err = t.queryRow(ctx, `UPDATE jobs SET progress = ?, progress_at = ?, lease_expires_at = ?, updated_at = ?
+WHERE id = ? AND state = 'running' AND attempt = ? AND token = ?
+RETURNING lease_expires_at`, parg, s.tsPtr(progressAt), s.ts(now.Add(lease)), s.ts(now), j.ID, j.Attempt, j.Token).Scan(timeDest{&until})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("job %s attempt %d: %w", j.ID, j.Attempt, store.ErrStaleAttempt)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("extending the lease of job %s: %w", j.ID, err)
+	}
+	return &until, nil
+}
+
 // JobProgress implements store.Store.
 func (s *Store) JobProgress(ctx context.Context, p *store.JobProgressParams) (*store.Job, error) {
 	if p.LeaseDuration <= 0 {

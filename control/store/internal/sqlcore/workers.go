@@ -144,17 +144,17 @@ func (s *Store) heartbeatOne(ctx context.Context, a *hbArgs) (*store.HeartbeatRe
 		res = &store.HeartbeatResult{}
 		var held *store.Job
 		if p.JobID != "" {
-			j, err := t.lockJob(ctx, p.JobID)
+			j, err := t.lockLease(ctx, p.JobID)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
 				res.Cancel = &protocol.CancelOrder{JobID: p.JobID, Attempt: p.Attempt, Reason: "job not found"}
 			case err != nil:
 				return err
 			case holds(j, p):
-				if held, err = t.extendLease(ctx, j, p.Progress, p.LeaseDuration, p.Now); err != nil {
+				if res.LeaseExpiresAt, err = t.renewLease(ctx, j, p.Progress, p.LeaseDuration, p.Now); err != nil {
 					return err
 				}
-				res.LeaseExpiresAt = held.LeaseExpiresAt
+				held = j
 			default:
 				res.Cancel = &protocol.CancelOrder{JobID: p.JobID, Attempt: p.Attempt, Reason: cancelReason(j, p)}
 			}
