@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"github.com/avatargen/musetalk/control/store"
 )
@@ -28,6 +30,33 @@ type Store struct {
 	gc      *groupCommit // nil unless the dialect commits in groups
 	hb      *hbBatcher   // nil unless the dialect takes arrays
 	onClose func() error
+
+	// rebound caches the dialect's form of each query text (at most
+	// maxRebound of them): rewriting the placeholders of a long query on
+	// every call showed in profiles.
+	rebound  sync.Map
+	nRebound atomic.Int64
+}
+
+// maxRebound bounds the rebound cache; queries beyond it are rewritten
+// on every call.
+const maxRebound = 1024
+
+// sql returns q with the dialect's placeholders.
+func (s *Store) sql(q string) string {
+	if !s.d.DollarPlaceholders {
+		return q
+	}
+	if v, ok := s.rebound.Load(q); ok {
+		return v.(string)
+	}
+	r := s.d.rebind(q)
+	if s.nRebound.Load() < maxRebound {
+		if _, loaded := s.rebound.LoadOrStore(q, r); !loaded {
+			s.nRebound.Add(1)
+		}
+	}
+	return r
 }
 
 var _ store.Store = (*Store)(nil)
@@ -135,7 +164,7 @@ func (t *tx) stmt(ctx context.Context, q string) *sql.Stmt {
 
 func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	ctx = t.stmtCtx(ctx)
-	q = t.s.d.rebind(q)
+	q = t.s.sql(q)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
@@ -144,7 +173,7 @@ func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error
 
 func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	ctx = t.stmtCtx(ctx)
-	q = t.s.d.rebind(q)
+	q = t.s.sql(q)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
@@ -153,7 +182,7 @@ func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error
 
 func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 	ctx = t.stmtCtx(ctx)
-	q = t.s.d.rebind(q)
+	q = t.s.sql(q)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
@@ -219,7 +248,7 @@ func (s *Store) writeStatement(ctx context.Context, fn func(t *tx) error) error 
 
 // queryRead and queryRowRead run plain reads on the read pool.
 func (s *Store) queryRead(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	q = s.d.rebind(q)
+	q = s.sql(q)
 	if st := s.readStmt(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
@@ -227,7 +256,7 @@ func (s *Store) queryRead(ctx context.Context, q string, args ...any) (*sql.Rows
 }
 
 func (s *Store) queryRowRead(ctx context.Context, q string, args ...any) *sql.Row {
-	q = s.d.rebind(q)
+	q = s.sql(q)
 	if st := s.readStmt(ctx, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
