@@ -1,0 +1,63 @@
+package main
+
+import (
+	"os"
+	"runtime/debug"
+	"strings"
+	"testing"
+)
+
+// keepGC undoes the GOGC that bench control sets for the process.
+func keepGC(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	debug.SetGCPercent(old)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+}
+
+func TestBenchControlInProcess(t *testing.T) {
+	keepGC(t)
+	out, err := run(t, "bench", "control", "--workers", "4", "--duration", "1s", "--heartbeat-interval", "50ms",
+		"--submitters", "2", "--idle-wait", "20ms", "--work-dir", t.TempDir())
+	if err != nil {
+		t.Fatalf("bench control: %v\n%s", err, out)
+	}
+	for _, want := range []string{"in-process, SQLite", "heartbeat", "claim → upload → complete:", "; 0 violations", "this process:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestBenchControlPostgresReplicas(t *testing.T) {
+	url := os.Getenv("MUSETALK_TEST_POSTGRES_URL")
+	if url == "" {
+		t.Skip("MUSETALK_TEST_POSTGRES_URL is not set")
+	}
+	keepGC(t)
+	out, err := run(t, "bench", "control", "--db", url, "--replicas", "2", "--workers", "6", "--duration", "1s",
+		"--heartbeat-interval", "50ms", "--submitters", "2", "--idle-wait", "20ms", "--work-dir", t.TempDir())
+	if err != nil {
+		t.Fatalf("bench control: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "2 replica(s)") || !strings.Contains(out, "; 0 violations") {
+		t.Errorf("output:\n%s", out)
+	}
+}
+
+func TestBenchControlFlagErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--url", "http://127.0.0.1:1", "--work-dir", "x"}, "do not go with --url"},
+		{[]string{"--url", "http://127.0.0.1:1", "--internal-api-key", ""}, "worker key"},
+		{[]string{"--replicas", "2"}, "--replicas needs a postgres://"},
+		{[]string{"--workers", "0"}, "--workers 0"},
+	} {
+		t.Setenv("INTERNAL_API_KEY", "")
+		_, err := run(t, append([]string{"bench", "control"}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("bench control %v: %v; want an error saying %q", c.args, err, c.want)
+		}
+	}
+}
