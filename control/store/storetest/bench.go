@@ -85,11 +85,14 @@ func benchJobs(b *testing.B, s store.Store) {
 	defer func() { b.ReportMetric(float64(claims.Load())/float64(b.N), "claims/op") }()
 	b.SetParallelism(64)
 	b.ResetTimer()
+	var workers atomic.Int64
 	b.RunParallel(func(pb *testing.PB) {
+		// A worker of its own: a worker's next claim would take away
+		// what it still holds.
+		worker := idOf("bench-w", int(workers.Add(1)))
 		for pb.Next() {
 			n := next.Add(1)
 			now := at(time.Duration(n) * time.Microsecond)
-			worker := idOf("bench-w", int(n%benchWorkers))
 			if _, _, err := s.JobInsert(ctx, &store.JobInsertParams{ID: idOf("bench-j", int(n)), AvatarKey: "a",
 				AudioKey: "b", AvatarID: idOf("avatar", int(n%16)), MaxInterruptions: 3, MaxFailures: 3, Now: base()}); err != nil {
 				b.Fatal(err)
