@@ -76,7 +76,7 @@ Progress is shown on stderr every second (redrawn in place on a terminal).`,
 			&cli.BoolFlag{Name: "cycles", Value: true, Usage: "run claim → upload → complete cycles and submissions"},
 			&cli.DurationFlag{Name: "work", Usage: "simulated render time of each attempt, between claim and upload"},
 			&cli.DurationFlag{Name: "idle-wait", Value: loadgen.DefaultIdleWait, Usage: "how long a worker waits after a claim found nothing"},
-			&cli.IntFlag{Name: "submitters", Value: loadgen.DefaultSubmitters, Usage: "concurrent submitters"},
+			&cli.IntFlag{Name: "submitters", Value: loadgen.DefaultSubmitters, Usage: "concurrent submitters (-1: none; the workers run through the --prefill jobs)"},
 			&cli.IntFlag{Name: "queue-depth", Usage: "submitters pause while this many submitted jobs are unclaimed", DefaultText: "2 per worker"},
 			&cli.IntFlag{Name: "prefill", Usage: "jobs submitted before the clock starts (-1: none)", DefaultText: "--queue-depth"},
 			&cli.IntFlag{Name: "output-bytes", Value: loadgen.DefaultOutputBytes, Usage: "size of each uploaded output"},
@@ -140,7 +140,8 @@ func runBenchControl(c *cli.Context) error {
 		where, cfg.Workers, every(cfg.HeartbeatInterval), cfg.Cycles, cfg.Duration, runtime.GOMAXPROCS(0), loadAvg())
 	prog := newRateLine(errw, isTerminal(errw))
 	cfg.OnProgress = prog.show
-	cpu0 := cpuTime()
+	var cpu0 time.Duration
+	cfg.OnStart = func() { cpu0 = cpuTime() }
 	res, runErr := loadgen.Run(ctx, cfg)
 	cpu := cpuTime() - cpu0
 	prog.done()

@@ -101,7 +101,8 @@ type Config struct {
 	// IdleWait is how long a worker waits after a claim found nothing
 	// (default 1s; deployed workers wait a heartbeat interval).
 	IdleWait time.Duration
-	// Submitters submit jobs concurrently (default 16) while fewer than
+	// Submitters submit jobs concurrently (default 16; negative: none,
+	// the workers then run through the prefilled jobs) while fewer than
 	// QueueDepth of the submitted jobs are unclaimed (default 2 per worker).
 	Submitters, QueueDepth int
 	// Prefill is the number of jobs submitted before the run's clock
@@ -118,6 +119,8 @@ type Config struct {
 	// Duration is how long calls are started (default 20s). Workers in a
 	// cycle finish it afterwards, so a run takes a little longer.
 	Duration time.Duration
+	// OnStart, if set, is called when the clock starts (after the prefill).
+	OnStart func()
 	// OnProgress, if set, is called about every ProgressEvery (default 1s)
 	// from one goroutine while the run lasts.
 	OnProgress    func(Snapshot)
@@ -142,7 +145,7 @@ func (c Config) withDefaults() (Config, error) {
 		v    *int
 		def  int
 	}{
-		{"Workers", &c.Workers, DefaultWorkers}, {"Submitters", &c.Submitters, DefaultSubmitters},
+		{"Workers", &c.Workers, DefaultWorkers},
 		{"OutputBytes", &c.OutputBytes, DefaultOutputBytes}, {"Avatars", &c.Avatars, DefaultAvatars},
 	} {
 		if *v.v < 0 {
@@ -151,6 +154,12 @@ func (c Config) withDefaults() (Config, error) {
 		if *v.v == 0 {
 			*v.v = v.def
 		}
+	}
+	switch {
+	case c.Submitters == 0:
+		c.Submitters = DefaultSubmitters
+	case c.Submitters < 0:
+		c.Submitters = 0
 	}
 	if c.QueueDepth < 0 {
 		return c, fmt.Errorf("loadgen: Config.QueueDepth must not be negative, got %d", c.QueueDepth)
@@ -295,6 +304,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		prefillTime = time.Since(t)
 	}
 
+	if cfg.OnStart != nil {
+		cfg.OnStart()
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range cfg.Workers {
@@ -464,7 +476,8 @@ func (r *run) seedInputs(ctx context.Context) (protocol.Inputs, error) {
 }
 
 // prefill submits cfg.Prefill jobs (the seed job counts) with
-// cfg.Submitters concurrent callers, untimed.
+// cfg.Submitters concurrent callers (DefaultSubmitters when there are
+// none), untimed.
 func (r *run) prefill(ctx context.Context) (int, error) {
 	var (
 		wg    sync.WaitGroup
@@ -473,7 +486,11 @@ func (r *run) prefill(ctx context.Context) (int, error) {
 		first error
 	)
 	next.Store(1)
-	for n := range r.cfg.Submitters {
+	callers := r.cfg.Submitters
+	if callers == 0 {
+		callers = DefaultSubmitters
+	}
+	for n := range callers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
