@@ -120,15 +120,16 @@ func runBenchControl(c *cli.Context) error {
 		where = "in-process, " + lc.desc
 	}
 
+	// The profile, like the CPU time, starts with the clock (after the
+	// prefill).
+	var startProfile func() error
 	if p := c.String("cpuprofile"); p != "" {
 		f, err := os.Create(p)
 		if err != nil {
 			return fmt.Errorf("--cpuprofile: %w", err)
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("--cpuprofile: %w", err)
-		}
+		startProfile = func() error { return pprof.StartCPUProfile(f) }
 		defer pprof.StopCPUProfile()
 	}
 
@@ -141,10 +142,19 @@ func runBenchControl(c *cli.Context) error {
 	prog := newRateLine(errw, isTerminal(errw))
 	cfg.OnProgress = prog.show
 	var cpu0 time.Duration
-	cfg.OnStart = func() { cpu0 = cpuTime() }
+	var profileErr error
+	cfg.OnStart = func() {
+		if startProfile != nil {
+			profileErr = startProfile()
+		}
+		cpu0 = cpuTime()
+	}
 	res, runErr := loadgen.Run(ctx, cfg)
 	cpu := cpuTime() - cpu0
 	prog.done()
+	if profileErr != nil {
+		return fmt.Errorf("--cpuprofile: %w", profileErr)
+	}
 	if res != nil {
 		if err := res.WriteText(out); err != nil {
 			return err
