@@ -37,32 +37,39 @@ func benchControlCommand() *cli.Command {
 		UsageText: "musetalk bench control [--db FILE|postgres://… [--replicas N] | --url URL[,URL…]] [options]",
 		Description: `Simulates --workers workers against a control plane: each sends a
 heartbeat every --heartbeat-interval (0: back to back, as fast as they are
-answered) and, unless --cycles=false, claims a job, uploads an output of
---output-bytes through the control plane and completes it, in a loop, while
---submitters keep the queue filled. After --duration it reports, per kind
+answered) and, unless --cycles=false, claims a job, "renders" for --work
+(its heartbeats then name the attempt and its progress), uploads an output
+of --output-bytes through the control plane and completes it, in a loop,
+while --submitters keep --queue-depth jobs waiting. --prefill jobs are
+submitted before the clock starts. After --duration it reports, per kind
 of call, the calls answered per second, the p50, p99 and max latency, the
-errors, and the claim → upload → complete cycles per second.
+errors and stale (409) answers, the claim → upload → complete cycles per
+second, the CPU time this process used per answered call (steadier than
+the rates on a shared machine) and the load average before and after.
 
 Every answer is checked for exactly-once delivery: an attempt handed out
 by two claims, a call of an attempt accepted after a later attempt of the
 same job was claimed, or a job completed twice is a violation, printed,
-and the command exits non-zero.
+and the command exits non-zero; so it does when a call failed (a
+transport error or an unexpected answer; a stale attempt's 409 is not a
+failure).
 
 Without --url it starts the control plane in this process, on a loopback
 port, with the same code and defaults as musetalk control: SQLite in a
 temporary directory (or --db FILE), or PostgreSQL when --db is a
 postgres:// URL, in a new schema that is dropped afterwards; --replicas
 starts several control planes on that one database, the workers spread
-over them. Its log goes to control.log in the work directory. Its objects
-go to the work directory. The figures then include the generator, which
-runs on the same cores (and heap: GOGC=400 as in musetalk control, unless
-GOGC is set).
+over them. Its log (--log-level, --log-format) goes to control.log and its
+objects under the work directory. The figures then include the generator,
+which runs on the same cores (and heap: GOGC=400 as in musetalk control,
+unless GOGC is set).
 
 With --url it loads a running control plane (give its worker key and, if
 its public API needs one, a public key). It submits and completes real
 jobs there: never point it at a production deployment.
 
-Progress is shown on stderr every second (redrawn in place on a terminal).`,
+Progress goes to stderr: on a terminal one line redrawn every second,
+elsewhere a line every 5 seconds.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "url", Usage: "load the control plane at this URL (comma-separated: replicas) instead of starting one"},
 			&cli.StringFlag{Name: "internal-api-key", Usage: "with --url: the worker API's key", EnvVars: []string{"INTERNAL_API_KEY"}},
@@ -80,7 +87,7 @@ Progress is shown on stderr every second (redrawn in place on a terminal).`,
 			&cli.IntFlag{Name: "queue-depth", Usage: "submitters pause while this many submitted jobs are unclaimed", DefaultText: "2 per worker"},
 			&cli.IntFlag{Name: "prefill", Usage: "jobs submitted before the clock starts (-1: none)", DefaultText: "--queue-depth"},
 			&cli.IntFlag{Name: "output-bytes", Value: loadgen.DefaultOutputBytes, Usage: "size of each uploaded output"},
-			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the whole process (generator and in-process control plane) to this file"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the whole process (generator and in-process control plane), from the start of the clock, to this file"},
 			&cli.StringFlag{Name: "memprofile", Usage: "write an allocation profile to this file at the end"},
 		},
 		Action: runBenchControl,
@@ -172,6 +179,17 @@ func runBenchControl(c *cli.Context) error {
 	if p := c.String("memprofile"); p != "" {
 		if err := writeHeapProfile(p); err != nil {
 			return err
+		}
+	}
+	if runErr == nil && res != nil {
+		// A control plane that answers a call with a transport error or an
+		// unexpected status (not a stale attempt's 409) has a fault.
+		var failed uint64
+		for _, k := range res.Kinds {
+			failed += k.Errors
+		}
+		if failed > 0 {
+			return fmt.Errorf("%d calls failed (errors above)", failed)
 		}
 	}
 	return runErr

@@ -61,3 +61,14 @@ func TestBenchControlFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchControlFailsOnErrors(t *testing.T) {
+	keepGC(t)
+	// A control plane that refuses every call: the wrong worker key.
+	c := startControl(t)
+	out, err := run(t, "bench", "control", "--url", c.url, "--internal-api-key", "wrong",
+		"--workers", "2", "--duration", "300ms", "--cycles=false", "--heartbeat-interval", "50ms")
+	if err == nil || !strings.Contains(err.Error(), "calls failed") || !strings.Contains(out, "401") {
+		t.Fatalf("bench control against a refusing control plane: %v\n%s", err, out)
+	}
+}
