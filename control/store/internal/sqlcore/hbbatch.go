@@ -40,12 +40,13 @@ type hbBatcher struct {
 	s    *Store
 	reqs chan *hbReq
 	quit chan struct{}
+	done chan struct{} // closed once the runners have stopped and the queue is answered
 	wg   sync.WaitGroup
 	once sync.Once
 }
 
 func newHBBatcher(s *Store) *hbBatcher {
-	b := &hbBatcher{s: s, reqs: make(chan *hbReq, maxHeartbeatBatch), quit: make(chan struct{})}
+	b := &hbBatcher{s: s, reqs: make(chan *hbReq, maxHeartbeatBatch), quit: make(chan struct{}), done: make(chan struct{})}
 	for range heartbeatRunners {
 		b.wg.Add(1)
 		go b.run()
@@ -53,23 +54,27 @@ func newHBBatcher(s *Store) *hbBatcher {
 	return b
 }
 
-// close stops the runners; heartbeats still waiting get errClosed. A nil
-// batcher does nothing.
+// close stops the runners after the batches they run; heartbeats still
+// waiting get errClosed. A nil batcher does nothing.
 func (b *hbBatcher) close() {
 	if b == nil {
 		return
 	}
-	b.once.Do(func() { close(b.quit) })
-	b.wg.Wait()
-	for {
-		select {
-		case r := <-b.reqs:
-			r.err = errClosed
-			close(r.done)
-		default:
-			return
+	b.once.Do(func() {
+		close(b.quit)
+		b.wg.Wait()
+		for {
+			select {
+			case r := <-b.reqs:
+				r.err = errClosed
+				close(r.done)
+				continue
+			default:
+			}
+			break
 		}
-	}
+		close(b.done)
+	})
 }
 
 // do saves one heartbeat in the next batch and waits for it; once its
@@ -88,10 +93,12 @@ func (b *hbBatcher) do(ctx context.Context, a *hbArgs) (*store.HeartbeatResult, 
 	}
 	select {
 	case <-r.done:
-	case <-b.quit:
+	case <-b.done:
+		// Every request taken was answered; one queued after the last
+		// drain was not.
 		select {
 		case <-r.done:
-		case <-time.After(time.Minute): // the runner ends its batch first
+		default:
 			return nil, errClosed
 		}
 	}
