@@ -226,8 +226,8 @@ type Result struct {
 	// complete was accepted, CycleRate the same per second.
 	Cycles    uint64
 	CycleRate float64
-	// CancelOrders counts heartbeat answers that told a worker to drop its
-	// attempt.
+	// CancelOrders counts heartbeat answers that told a worker to drop
+	// the attempt it still held.
 	CancelOrders uint64
 	Ledger       LedgerSummary
 	// Errors are the distinct error messages seen, with their counts (the
@@ -617,10 +617,13 @@ func (w *worker) heartbeats(ctx context.Context) {
 		switch {
 		case held == nil:
 		case ans.Cancel != nil:
-			r.cancels.Add(1)
+			// Counted only while the worker still holds the attempt: a
+			// heartbeat that named an attempt its worker has completed
+			// meanwhile is told so too.
 			w.mu.Lock()
 			if w.held == held {
 				w.dropped = true
+				r.cancels.Add(1)
 			}
 			w.mu.Unlock()
 		case ans.LeaseExpiresAt != nil:
