@@ -39,6 +39,14 @@ case "$cmd" in
 esac
 """
 
+# Image tarballs are hundreds of megabytes (gigabytes with weights) and
+# quick to assemble from their inputs, which are cached: keeping them out
+# of the disk cache saves its space, and makes a build in a fresh output
+# base (or after the tarball is deleted) assemble the image again, which
+# is how scripts/bazel-test checks that the same inputs give the same
+# digest.
+_NO_CACHE = {"no-cache": "1"}
+
 def _launcher(ctx, image):
     script = ctx.actions.declare_file(ctx.label.name + ".run.sh")
     ctx.actions.write(script, _LAUNCHER.format(
@@ -77,6 +85,7 @@ def _worker_image_impl(ctx):
         inputs = depset([ctx.file.lock] + ctx.files.debs + bins),
         outputs = [out, digest],
         mnemonic = "WorkerImage",
+        execution_requirements = _NO_CACHE,
         progress_message = "Assembling the worker image %s" % ctx.label,
     )
     script = _launcher(ctx, out)
@@ -135,6 +144,7 @@ def _with_weights_impl(ctx):
         inputs = depset(base_tar + ctx.files.weights),
         outputs = [out, digest],
         mnemonic = "WorkerImageWeights",
+        execution_requirements = _NO_CACHE,
         progress_message = "Adding the weights to %s" % ctx.label,
     )
     script = _launcher(ctx, out)

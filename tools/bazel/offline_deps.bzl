@@ -1,7 +1,7 @@
 """Go repositories for the rule sets' own tools, through the Go module proxy.
 
 go_rules_dependencies() would download golang.org/x/tools, x/sys and
-x/xerrors from github.com as http_archives; only gazelle under Bazel (and
+x/xerrors as http_archives from their hosts; only gazelle under Bazel (and
 nogo, unused here) needs them. They are declared here as go_repository
 rules instead, which fetch through `go env GOPROXY`.
 
