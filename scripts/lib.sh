@@ -1,5 +1,6 @@
-# Shared by scripts/up and scripts/test: Go on PATH and the Debian packages
-# a command needs. Sourced, not run.
+# Shared by scripts/up, scripts/test and scripts/bazel-test: Go on PATH,
+# the Debian packages a command needs, the tests' PostgreSQL server.
+# Sourced, not run.
 
 export PATH=/usr/local/go/bin:$PATH
 
@@ -59,4 +60,23 @@ need_cuda_toolkit() {
   echo "installing nvidia-cuda-toolkit (apt-get, about 1.6 GB)..." >&2
   sudo_or_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
   sudo_or_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nvidia-cuda-toolkit
+}
+
+# need_postgres makes sure a PostgreSQL server for the tests runs and
+# exports MUSETALK_TEST_POSTGRES_URL: the one named there already, else
+# Debian's server on this machine (installed, its cluster made and started)
+# with a test role and database.
+need_postgres() {
+  [ -n "${MUSETALK_TEST_POSTGRES_URL:-}" ] && return 0
+  need_packages postgresql:pg_ctlcluster
+  # Debian's wrapper scripts run as root or through sudo; psql as postgres.
+  local ver _
+  ver=$(ls /usr/lib/postgresql | sort -n | tail -1)
+  sudo_or_root pg_lsclusters -h | grep -q "^$ver main" || sudo_or_root pg_createcluster "$ver" main
+  sudo_or_root pg_ctlcluster "$ver" main start 2>/dev/null || true
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 && break; sleep 1; done
+  as_postgres() { sudo_or_root su postgres -c "$1"; }
+  as_postgres "psql -q -tc \"SELECT 1 FROM pg_roles WHERE rolname='musetalk'\" | grep -q 1 || psql -q -c \"CREATE ROLE musetalk LOGIN SUPERUSER PASSWORD 'musetalk'\""
+  as_postgres "psql -q -tc \"SELECT 1 FROM pg_database WHERE datname='musetalk'\" | grep -q 1 || createdb -O musetalk musetalk"
+  export MUSETALK_TEST_POSTGRES_URL='postgres://musetalk:musetalk@127.0.0.1:5432/musetalk?sslmode=disable'
 }
