@@ -39,8 +39,9 @@ func benchControlCommand() *cli.Command {
 heartbeat every --heartbeat-interval (0: back to back, as fast as they are
 answered) and, unless --cycles=false, claims a job, "renders" for --work
 (its heartbeats then name the attempt and its progress), uploads an output
-of --output-bytes through the control plane and completes it, in a loop,
-while --submitters keep --queue-depth jobs waiting. --prefill jobs are
+of --output-bytes through the control plane (--upload direct: straight
+into the object store, as workers with B2 credentials do) and completes
+it, in a loop, while --submitters keep --queue-depth jobs waiting. --prefill jobs are
 submitted before the clock starts. After --duration it reports, per kind
 of call, the calls answered per second, the p50, p99 and max latency, the
 errors and stale (409) answers, the claim → upload → complete cycles per
@@ -87,6 +88,7 @@ elsewhere a line every 5 seconds.`,
 			&cli.IntFlag{Name: "queue-depth", Usage: "submitters pause while this many submitted jobs are unclaimed", DefaultText: "2 per worker"},
 			&cli.IntFlag{Name: "prefill", Usage: "jobs submitted before the clock starts (-1: none)", DefaultText: "--queue-depth"},
 			&cli.IntFlag{Name: "output-bytes", Value: loadgen.DefaultOutputBytes, Usage: "size of each uploaded output"},
+			&cli.StringFlag{Name: "upload", Value: "control", Usage: "where workers upload outputs: control (PUT through the control plane) or direct (into the in-process control plane's object store themselves, as workers with B2 credentials write to B2; complete checks the object there)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the whole process (generator and in-process control plane), from the start of the clock, to this file"},
 			&cli.StringFlag{Name: "memprofile", Usage: "write an allocation profile to this file at the end"},
 		},
@@ -106,6 +108,13 @@ func runBenchControl(c *cli.Context) error {
 	if cfg.Workers < 1 {
 		return fmt.Errorf("--workers %d: must be at least 1", cfg.Workers)
 	}
+	upload := c.String("upload")
+	switch {
+	case upload != "control" && upload != "direct":
+		return fmt.Errorf("--upload %q: want control or direct", upload)
+	case upload == "direct" && c.String("url") != "":
+		return errors.New("--upload direct writes into the in-process control plane's object store; with --url the control plane is elsewhere (use --upload control)")
+	}
 	where := ""
 	if u := c.String("url"); u != "" {
 		if c.IsSet("db") || c.IsSet("replicas") || c.IsSet("work-dir") {
@@ -124,6 +133,9 @@ func runBenchControl(c *cli.Context) error {
 		}
 		defer lc.close()
 		cfg.URLs, cfg.InternalKey, cfg.PublicKey = lc.urls, lc.internalKey, lc.publicKey
+		if upload == "direct" {
+			cfg.Direct = lc.blob
+		}
 		where = "in-process, " + lc.desc
 	}
 
@@ -279,6 +291,7 @@ type localControl struct {
 	urls                   []string
 	internalKey, publicKey string
 	desc                   string
+	blob                   *blob.Dir // the control planes' object store
 	closers                []func()
 }
 
@@ -365,6 +378,7 @@ func startLocalControl(ctx context.Context, c *cli.Context) (_ *localControl, er
 		return nil, fmt.Errorf("opening the object directory: %w", err)
 	}
 	lc.closers = append(lc.closers, func() { bs.Close() })
+	lc.blob = bs
 	tr, err := telemetry.TracingFromEnv(ctx, os.Getenv, "musetalk-control", version)
 	if err != nil {
 		return nil, err

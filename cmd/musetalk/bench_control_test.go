@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -25,6 +26,37 @@ func TestBenchControlInProcess(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestBenchControlDirectUpload: with --upload direct the workers write
+// their outputs into the object store themselves and the control plane's
+// complete finds and checks them there; nothing goes through its upload
+// route, and every job still completes exactly once.
+func TestBenchControlDirectUpload(t *testing.T) {
+	keepGC(t)
+	dir := t.TempDir()
+	out, err := run(t, "bench", "control", "--upload", "direct", "--workers", "4", "--duration", "1s",
+		"--heartbeat-interval", "50ms", "--submitters", "2", "--idle-wait", "20ms", "--work-dir", dir)
+	if err != nil {
+		t.Fatalf("bench control: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "; 0 violations") || strings.Contains(out, " 0 completed") {
+		t.Errorf("output:\n%s", out)
+	}
+	outputs, err := filepath.Glob(filepath.Join(dir, "blobs", "outputs", "*", "*.mp4"))
+	if err != nil || len(outputs) == 0 {
+		t.Errorf("no outputs in the object store (%v)", err)
+	}
+	log, err := os.ReadFile(filepath.Join(dir, "control.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(log), "/internal/main/blobs/") {
+		t.Errorf("an output went through the control plane's upload route:\n%s", log)
+	}
+	if !strings.Contains(string(log), "job succeeded") {
+		t.Errorf("the control plane's log has no completed job")
 	}
 }
 
@@ -53,6 +85,8 @@ func TestBenchControlFlagErrors(t *testing.T) {
 		{[]string{"--url", "http://127.0.0.1:1", "--internal-api-key", ""}, "worker key"},
 		{[]string{"--replicas", "2"}, "--replicas needs a postgres://"},
 		{[]string{"--workers", "0"}, "--workers 0"},
+		{[]string{"--upload", "b2"}, "want control or direct"},
+		{[]string{"--upload", "direct", "--url", "http://127.0.0.1:1", "--internal-api-key", "k"}, "in-process"},
 	} {
 		t.Setenv("INTERNAL_API_KEY", "")
 		_, err := run(t, append([]string{"bench", "control"}, c.args...)...)

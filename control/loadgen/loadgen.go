@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/avatargen/musetalk/blob"
 	"github.com/avatargen/musetalk/protocol"
 )
 
@@ -37,7 +38,7 @@ const (
 	Heartbeat  Kind = iota // POST .../workers/{id}/heartbeat
 	Claim                  // POST .../workers/{id}/claim answered with an attempt
 	ClaimEmpty             // the same answered 204: nothing to claim
-	Upload                 // PUT of the attempt's output under /internal/main/blobs/
+	Upload                 // PUT of the attempt's output under /internal/main/blobs/ (or into Config.Direct)
 	Complete               // POST .../jobs/{id}/complete
 	Submit                 // POST /v1/jobs
 	numKinds
@@ -111,6 +112,13 @@ type Config struct {
 	Prefill int
 	// OutputBytes is the size of each uploaded output (default 4 KiB).
 	OutputBytes int
+	// Direct, when set, is the object store that the simulated workers
+	// write their outputs to themselves, as deployed workers with B2
+	// credentials write to B2: the cycle puts the output there (counted
+	// as the upload) instead of sending it through the control plane,
+	// whose complete then checks the object's size and SHA-1 there. It
+	// must be the store the control plane reads.
+	Direct blob.Store
 	// Avatars is the number of distinct avatar ids the jobs carry; each
 	// worker reports two of them as cached, so claims take the
 	// cached-avatar path (default 16).
@@ -701,7 +709,12 @@ func (w *worker) runAttempt(ctx context.Context, c *conn, a *protocol.Assignment
 	sum := sha1.Sum(out)
 	hdr := []header{{protocol.AttemptHeader, strconv.Itoa(a.Attempt)}, {protocol.TokenHeader, a.Token}}
 	sent := time.Now()
-	_, err := c.do(ctx, http.MethodPut, protocol.InternalBlobPath+a.OutputKey, "application/octet-stream", out, hdr, nil)
+	var err error
+	if r.cfg.Direct != nil {
+		err = r.cfg.Direct.Put(ctx, a.OutputKey, bytes.NewReader(out), int64(len(out)))
+	} else {
+		_, err = c.do(ctx, http.MethodPut, protocol.InternalBlobPath+a.OutputKey, "application/octet-stream", out, hdr, nil)
+	}
 	if !w.record(Upload, sent, err) {
 		return
 	}

@@ -71,7 +71,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	uri := (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String()
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeout.Milliseconds())
 
-	w, err := sql.Open("sqlite", uri+"?"+common+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+	w, err := sql.Open("sqlite", uri+"?"+common+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=temp_store(MEMORY)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("opening sqlite store %s: %w", abs, err)
 	}
