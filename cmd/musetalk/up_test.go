@@ -187,6 +187,9 @@ func TestUpThenSubmitRendersAJob(t *testing.T) {
 	dataDir := t.TempDir()
 	up := startUp(t, "--engine", "preview", "--addr", "127.0.0.1:0", "--data-dir", dataDir,
 		"--poll-interval", "200ms", "--grace", "5s")
+	// The banner is written line by line (startUp waited for the API
+	// line only): wait for its last line.
+	up.out.waitFor(t, regexp.MustCompile(`Stop with Ctrl-C`), up.done)
 	banner := up.out.String()
 	if !strings.Contains(banner, "open to clients on this machine") || !strings.Contains(banner, "musetalk submit --control "+up.url) {
 		t.Errorf("banner does not say how to submit:\n%s", banner)
