@@ -58,7 +58,8 @@ failure).
 Without --url it starts the control plane in this process, on a loopback
 port, with the same code and defaults as musetalk control: SQLite in a
 temporary directory (or --db FILE), or PostgreSQL when --db is a
-postgres:// URL, in a new schema that is dropped afterwards; --replicas
+postgres:// URL, in a new schema (analyzed after the prefill, so that the
+planner knows the queue) that is dropped afterwards; --replicas
 starts several control planes on that one database, the workers spread
 over them. Its log (--log-level, --log-format) goes to control.log and its
 objects under the work directory. The figures then include the generator,
