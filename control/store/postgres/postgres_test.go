@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -188,5 +189,29 @@ func TestOpenErrors(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "secret-password") {
 		t.Errorf("error reveals the password: %v", err)
+	}
+}
+
+// TestJobsAnalyzedEagerly: autovacuum re-analyzes jobs after a fixed
+// number of changed rows, not a fraction of the table (migration 0003):
+// the claim's plan needs to know when the queue has grown.
+func TestJobsAnalyzedEagerly(t *testing.T) {
+	url := serverURL(t)
+	schema := newSchema(t, url)
+	openIn(t, url, schema)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var opts []string
+	if err := conn.QueryRow(ctx, `SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = $1::regclass`,
+		schema+".jobs").Scan(&opts); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"autovacuum_analyze_scale_factor=0", "autovacuum_analyze_threshold=2000"}
+	if !slices.Equal(opts, want) {
+		t.Errorf("jobs' storage parameters: %v, want %v", opts, want)
 	}
 }
