@@ -14,6 +14,10 @@
 // a power loss or kernel crash may lose the last commits before the
 // latest checkpoint (the database stays consistent). docs/BENCHMARKS.md
 // has the figures; use PostgreSQL where that matters.
+//
+// temp_store=MEMORY: the group's savepoints journal the pages they change
+// in memory rather than in a temporary file (a group holds at most 128
+// small writes, so this is a few hundred kB at most).
 package sqlite
 
 import (
