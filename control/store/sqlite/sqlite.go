@@ -17,7 +17,7 @@
 //
 // temp_store=MEMORY: the group's savepoints journal the pages they change
 // in memory rather than in a temporary file (a group holds at most 128
-// small writes, so this is a few hundred kB at most).
+// small writes, so this stays within a few MB).
 package sqlite
 
 import (
