@@ -80,3 +80,49 @@ need_postgres() {
   as_postgres "psql -q -tc \"SELECT 1 FROM pg_database WHERE datname='musetalk'\" | grep -q 1 || createdb -O musetalk musetalk"
   export MUSETALK_TEST_POSTGRES_URL='postgres://musetalk:musetalk@127.0.0.1:5432/musetalk?sslmode=disable'
 }
+
+# prepare_tests installs and starts what the test command needs (scripts/test
+# and .ci/run call it, then run the command): Go, ffmpeg, espeak-ng,
+# nix-bin, chromium, under CI (or MUSETALK_TEST_CUDA=1) the CUDA toolkit,
+# PostgreSQL, and Jaeger's build.
+prepare_tests() {
+  same_test_command
+  need_go
+  # nix-bin: the offline checks of flake.nix (nix/flake_test.go); chromium:
+  # the dashboard's browser tests (control/dashboard), headless.
+  need_packages ffmpeg:ffmpeg ffmpeg:ffprobe espeak-ng:espeak-ng nix-bin:nix-instantiate chromium:chromium
+  # The CUDA toolkit regenerates and checks the committed PTX. CI installs it
+  # (and those tests fail there without it); elsewhere they skip unless
+  # MUSETALK_TEST_CUDA=1 asks for the install.
+  if [ -n "${CI:-}" ] || [ -n "${MUSETALK_TEST_CUDA:-}" ]; then
+    need_cuda_toolkit
+  fi
+
+  need_postgres
+
+  go version
+  # e2e/jaeger_test.go runs Jaeger, a Go tool of its own module (tools/jaeger):
+  # build it first (the go command caches it), so that its first build,
+  # hundreds of modules, does not count against the e2e package's timeout.
+  # Without the module proxy that test says so itself (and fails under CI).
+  (cd tools/jaeger && go tool -n jaeger >/dev/null) || echo "could not build Jaeger (tools/jaeger)" >&2
+}
+
+# same_test_command fails unless README.md's test command is the last line
+# of both scripts/test and .ci/run, so the three cannot drift apart.
+same_test_command() {
+  local want f
+  want=$(tail -n 1 scripts/test)
+  for f in .ci/run README.md; do
+    if ! grep -qxF -- "$want" "$f"; then
+      echo "the test command differs: scripts/test ends with" >&2
+      echo "  $want" >&2
+      echo "and $f does not hold that line; make README.md's test command, scripts/test and .ci/run say the same." >&2
+      exit 1
+    fi
+  done
+  if [ "$(tail -n 1 .ci/run)" != "$want" ]; then
+    echo "the test command differs: .ci/run's last line is not scripts/test's ($want)" >&2
+    exit 1
+  fi
+}
