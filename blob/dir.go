@@ -91,19 +91,6 @@ func (d *Dir) Close() error {
 	return d.root.Close()
 }
 
-// durable makes what Put wrote so far durable: f's data (a nil f: the
-// directory parent's entries) by fsync, or the whole filesystem by a
-// shared sync.
-func (d *Dir) durable(f *os.File, parent *os.Root) error {
-	switch {
-	case d.flush != nil:
-		return d.flush.sync()
-	case f != nil:
-		return f.Sync()
-	}
-	return syncDir(parent)
-}
-
 // Put stores r under key atomically; see Dir.
 func (d *Dir) Put(ctx context.Context, key string, r io.Reader, size int64) (err error) {
 	if err := ValidateKey(key); err != nil {
@@ -155,7 +142,7 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader, size int64) (err
 		return fmt.Errorf("blob: put %q: reader gave %d bytes, but the size given was %d", key, n, size)
 	}
 	if d.flush == nil {
-		if err := d.durable(f, parent); err != nil {
+		if err := f.Sync(); err != nil {
 			return fmt.Errorf("blob: put %q: syncing temporary file: %w", key, err)
 		}
 	}
@@ -163,7 +150,7 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader, size int64) (err
 		return fmt.Errorf("blob: put %q: closing temporary file: %w", key, err)
 	}
 	if d.flush != nil {
-		if err := d.durable(nil, parent); err != nil {
+		if err := d.flush.sync(); err != nil {
 			return fmt.Errorf("blob: put %q: syncing temporary file: %w", key, err)
 		}
 	}
@@ -175,7 +162,11 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader, size int64) (err
 	}
 	// The object is in place; a failed directory sync only weakens
 	// durability across a crash, so it is reported but the rename stands.
-	if err := d.durable(nil, parent); err != nil {
+	sync := func() error { return syncDir(parent) }
+	if d.flush != nil {
+		sync = d.flush.sync
+	}
+	if err := sync(); err != nil {
 		return fmt.Errorf("blob: put %q: stored, but syncing directory %s failed: %w", key, dir, err)
 	}
 	return nil

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -106,5 +108,28 @@ func BenchmarkDirPut(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestDirPutWithoutSyncFS: where syncfs is missing, Put fsyncs the file
+// and its directory instead, with the same result.
+func TestDirPutWithoutSyncFS(t *testing.T) {
+	d, err := NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.flush = nil
+	ctx := context.Background()
+	if err := d.Put(ctx, "outputs/j/1.mp4", strings.NewReader("video"), 5); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := d.Get(ctx, "outputs/j/1.mp4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if b, _ := io.ReadAll(rc); string(b) != "video" {
+		t.Errorf("got %q, want %q", b, "video")
 	}
 }
