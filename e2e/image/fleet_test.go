@@ -57,6 +57,9 @@ const (
 	// schedSlack allows for a late tick of the sweeper (and a slow pass)
 	// on a loaded 2-core machine.
 	schedSlack = 500 * time.Millisecond
+	// fleetStall is how long a job may stand still (the same state,
+	// attempt and progress) before waitFinal calls it stuck.
+	fleetStall = 2 * time.Minute
 	// shmDefault is Docker's /dev/shm when nothing enlarges it.
 	shmDefault = 64 << 20
 )
@@ -130,12 +133,12 @@ func fleetCompletes(t *testing.T, f *fleet) {
 	f.waitReady(ws...)
 
 	job := f.submit(f.media.short, protocol.JobParams{Engine: preview.Name}, "")
-	j := f.waitFinal(job.ID, 2*time.Minute)
+	j := f.waitFinal(job.ID, fleetStall)
 	f.checkSucceeded(j, 1)
 	f.checkPlays(j, f.media.shortSeconds)
 
 	job = f.submit(f.media.short, musetalkParams(), "")
-	j = f.waitFinal(job.ID, 3*time.Minute)
+	j = f.waitFinal(job.ID, fleetStall)
 	f.checkSucceeded(j, 1)
 	f.checkPlays(j, f.media.shortSeconds)
 	ran := f.worker(j.Attempts[0].WorkerID)
@@ -157,7 +160,7 @@ func fleetKill(t *testing.T, f *fleet) {
 
 	f.docker("kill", victim.name)
 	killed := time.Now()
-	j := f.waitFinal(job.ID, 3*time.Minute)
+	j := f.waitFinal(job.ID, fleetStall)
 	f.checkSucceeded(j, 2)
 	a1, a2 := j.Attempts[0], j.Attempts[1]
 	if a1.WorkerID != victim.id || a1.Outcome != protocol.OutcomeInterrupted || a1.OutputKey != "" ||
@@ -207,7 +210,7 @@ func fleetDisconnect(t *testing.T, f *fleet) {
 
 	f.docker("network", "disconnect", f.net, victim.name)
 	cut := time.Now()
-	j := f.waitFinal(job.ID, 3*time.Minute)
+	j := f.waitFinal(job.ID, fleetStall)
 	f.checkSucceeded(j, 2)
 	a1, a2 := j.Attempts[0], j.Attempts[1]
 	if a1.WorkerID != victim.id || a1.Outcome != protocol.OutcomeInterrupted || a1.OutputKey != "" {
@@ -235,7 +238,7 @@ func fleetDisconnect(t *testing.T, f *fleet) {
 	// timeouts) for an answer. Give it one second to be sent, then let
 	// the control plane answer.
 	var late blob.Info
-	f.eventually(3*time.Minute, victim.id+"'s late upload of "+outputKey(job.ID, 1), func() (bool, string) {
+	f.eventually(5*time.Minute, victim.id+"'s late upload of "+outputKey(job.ID, 1), func() (bool, string) {
 		info, err := f.store.Stat(f.ctx, outputKey(job.ID, 1))
 		late = info
 		return err == nil, fmt.Sprint(err) + "\n" + victim.tail(3)
@@ -328,7 +331,7 @@ func fleetStop(t *testing.T, f *fleet) {
 		t.Errorf("the stopped worker exited with %q, want 0", code)
 	}
 
-	j := f.waitFinal(job.ID, 2*time.Minute)
+	j := f.waitFinal(job.ID, fleetStall)
 	f.checkSucceeded(j, 2)
 	a1, a2 := j.Attempts[0], j.Attempts[1]
 	if a1.WorkerID != victim.id || a1.Outcome != protocol.OutcomeReleased || a1.OutputKey != "" ||
@@ -380,7 +383,7 @@ func fleetSaladProbes(t *testing.T, f *fleet) {
 	}
 	time.Sleep(time.Until(last.Add(time.Duration(f.deploy.salad.Liveness.InitialDelaySeconds)*time.Second - 6*time.Second)))
 	job := f.submit(f.media.long, musetalkParams(), protocol.WorkerMain)
-	j := f.waitFinal(job.ID, 4*time.Minute)
+	j := f.waitFinal(job.ID, fleetStall)
 	for _, p := range probers {
 		p.stop()
 	}
@@ -468,7 +471,7 @@ type fleetWorker struct {
 }
 
 func newFleet(t *testing.T, img string, deploy *deployFiles, media *fleetMedia, name string) *fleet {
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	t.Cleanup(cancel)
 	f := &fleet{
 		t: t, ctx: ctx, image: img, deploy: deploy, media: media,
@@ -899,14 +902,34 @@ func (f *fleet) setDrain(w *fleetWorker, drain bool) {
 	}
 }
 
-func (f *fleet) waitFinal(id string, d time.Duration) protocol.JobView {
+// waitFinal waits for the job to finish for as long as it moves: it fails
+// when the job's state, attempt and progress stay the same for stall, or
+// when the fleet's time is up. A fixed deadline would fail a job that
+// renders slowly on a loaded 2-core machine (tiny weights on the CPU, the
+// other scenarios and test packages beside it) while it is still working.
+func (f *fleet) waitFinal(id string, stall time.Duration) protocol.JobView {
 	f.t.Helper()
 	var j protocol.JobView
-	f.eventually(d, "job "+id+" finished", func() (bool, string) {
+	var seen string
+	since := time.Now()
+	for {
 		j = f.job(id)
-		return j.State.Final(), describe(j)
-	})
-	return j
+		if j.State.Final() {
+			return j
+		}
+		now := fmt.Sprintf("%s %d %d", j.State, j.Attempt, len(j.Attempts))
+		if j.Progress != nil {
+			now += fmt.Sprintf(" %s %d", j.Progress.Stage, j.Progress.FramesDone)
+		}
+		if now != seen {
+			seen, since = now, time.Now()
+		}
+		if time.Since(since) > stall || f.ctx.Err() != nil {
+			f.t.Fatalf("job %s did not finish: no change for %v (or the fleet's time ran out: %v); last: %s",
+				id, time.Since(since).Round(time.Second), f.ctx.Err(), describe(j))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // checkSucceeded checks a succeeded job's history: n attempts, the last
