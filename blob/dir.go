@@ -3,6 +3,8 @@ package blob
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,8 +24,15 @@ import (
 // steps are filesystem syncs (syncfs(2)) shared by every Put that waits for
 // one at the time, as databases share a commit: with many uploads at once
 // a sync costs each of them a fraction of the two fsyncs (file and
-// directory) that Put does elsewhere. A Put that fails or is cancelled removes its temporary
-// file; only a crash can leave one behind. Temporary files are named
+// directory) that Put does elsewhere.
+//
+// Put records the object's SHA-1 on the file (an extended attribute, where
+// the filesystem has them), and Stat reports it as B2 reports its own, so
+// that checking a finished upload does not read it back. The directory
+// belongs to the store: a file changed behind its back keeps a stale one.
+//
+// A Put that fails or is cancelled removes its temporary file; only a
+// crash can leave one behind. Temporary files are named
 // ".tmp <random>", with a space, which no valid key contains, so no key can
 // ever address one.
 //
@@ -131,7 +140,8 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader, size int64) (err
 			parent.Remove(tmp)
 		}
 	}()
-	n, err := io.Copy(f, ctxReader{ctx: ctx, r: r})
+	h := sha1.New()
+	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx: ctx, r: r})
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("blob: put %q: %w", key, ctx.Err())
@@ -141,6 +151,7 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader, size int64) (err
 	if size >= 0 && n != size {
 		return fmt.Errorf("blob: put %q: reader gave %d bytes, but the size given was %d", key, n, size)
 	}
+	setSHA1Attr(f, hex.EncodeToString(h.Sum(nil)))
 	if d.flush == nil {
 		if err := f.Sync(); err != nil {
 			return fmt.Errorf("blob: put %q: syncing temporary file: %w", key, err)
@@ -226,7 +237,9 @@ func (d *Dir) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	return &ctxFile{ctx: ctx, f: f}, nil
 }
 
-// Stat describes the object's file.
+// Stat describes the object's file, with the SHA-1 that Put recorded on
+// it (an extended attribute, on Linux filesystems that have them), so that
+// checking an upload does not read it back.
 func (d *Dir) Stat(ctx context.Context, key string) (Info, error) {
 	if err := ValidateKey(key); err != nil {
 		return Info{}, err
@@ -234,17 +247,22 @@ func (d *Dir) Stat(ctx context.Context, key string) (Info, error) {
 	if err := ctx.Err(); err != nil {
 		return Info{}, fmt.Errorf("blob: stat %q: %w", key, err)
 	}
-	st, err := d.root.Stat(filepath.FromSlash(key))
+	f, err := d.root.Open(filepath.FromSlash(key))
 	if err != nil {
 		if isNotExist(err) {
 			return Info{}, fmt.Errorf("blob: stat %q: %w", key, ErrNotFound)
 		}
 		return Info{}, fmt.Errorf("blob: stat %q: %w", key, err)
 	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return Info{}, fmt.Errorf("blob: stat %q: %w", key, err)
+	}
 	if !st.Mode().IsRegular() {
 		return Info{}, fmt.Errorf("blob: stat %q: %w (a directory or special file has that name)", key, ErrNotFound)
 	}
-	return Info{Key: key, Size: st.Size(), Modified: st.ModTime()}, nil
+	return Info{Key: key, Size: st.Size(), Modified: st.ModTime(), SHA1: sha1AttrOf(f)}, nil
 }
 
 // Delete removes the object's file. A missing key, or one naming a
