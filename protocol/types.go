@@ -18,6 +18,9 @@ const (
 // Valid reports whether t is a known worker type.
 func (t WorkerType) Valid() bool { return t == WorkerMain || t == WorkerTransient }
 
+// WorkerTypes returns every known worker type.
+func WorkerTypes() []WorkerType { return []WorkerType{WorkerMain, WorkerTransient} }
+
 // WorkerStatus is a worker's state in the registry. Workers report idle, busy
 // or draining; only the control plane's sweeper sets offline.
 type WorkerStatus string

@@ -149,11 +149,20 @@ type JobCursor struct {
 	ID        string
 }
 
+// CachedAvatarLookahead is how many of the top priority's claimable jobs,
+// oldest first, a claim searches for one whose avatar the worker caches.
+const CachedAvatarLookahead = 256
+
 // JobClaimParams asks for one job for one worker.
 //
 // A claimable job is queued, has RunAfter <= Now, and has an empty
 // WorkerType or the worker's. Order: Priority descending, then jobs whose
-// AvatarID is in CachedAvatars, then CreatedAt and ID ascending.
+// AvatarID is in CachedAvatars, then CreatedAt and ID ascending. The
+// cached-avatar preference looks at the first CachedAvatarLookahead
+// claimable jobs of the top priority only: past them the oldest job comes
+// first, so that the claim's cost does not grow with the queue (nor
+// depend on the database's statistics of it), and an old job waits for at
+// most that many younger ones that suit some worker better.
 //
 // The claim makes the job running with Attempt+1, Token, WorkerID,
 // LeaseExpiresAt = Now+LeaseDuration, Progress nil and ProgressAt = Now,

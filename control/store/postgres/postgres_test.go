@@ -18,6 +18,7 @@ import (
 	"github.com/avatargen/musetalk/control/store/postgres"
 	"github.com/avatargen/musetalk/control/store/storetest"
 	"github.com/avatargen/musetalk/internal/testenv"
+	"github.com/avatargen/musetalk/protocol"
 )
 
 // urlEnv names the server the tests run against.
@@ -213,5 +214,67 @@ func TestJobsAnalyzedEagerly(t *testing.T) {
 	want := []string{"autovacuum_analyze_scale_factor=0", "autovacuum_analyze_threshold=2000"}
 	if !slices.Equal(opts, want) {
 		t.Errorf("jobs' storage parameters: %v, want %v", opts, want)
+	}
+}
+
+// TestClaimPlanWithoutStatistics: with thousands of queued jobs that
+// PostgreSQL has no statistics of (a new deployment's first burst,
+// before autovacuum analyzes the table), the claim still walks the claim
+// index and stops at the first job, as a generic and as a custom plan:
+// no plan sorts the queue by priority or scans the whole queue.
+func TestClaimPlanWithoutStatistics(t *testing.T) {
+	url := serverURL(t)
+	schema := newSchema(t, url)
+	s := openIn(t, url, schema)
+	ctx := context.Background()
+	conn, err := connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `SET search_path = `+schema); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `ALTER TABLE jobs SET (autovacuum_enabled = false)`); err != nil {
+		t.Fatal(err)
+	}
+	// 10,000 finished and 7,500 queued jobs, 16 avatars, in one statement.
+	if _, err := conn.Exec(ctx, `INSERT INTO jobs (id, state, priority, worker_type, avatar_key, audio_key, avatar_id,
+	params, attempt, output_key, max_interruptions, max_failures, run_after, created_at, updated_at, finished_at)
+SELECT 'job-' || lpad(i::text, 6, '0'), s, 0, '', 'a', 'b', 'avatar-' || (i % 16), '\x'::bytea,
+	CASE WHEN s = 'queued' THEN 0 ELSE 1 END, CASE WHEN s = 'queued' THEN '' ELSE 'out' END, 3, 3,
+	t, t, t, CASE WHEN s = 'queued' THEN NULL ELSE t END
+FROM (SELECT i, CASE WHEN i <= 10000 THEN 'succeeded' ELSE 'queued' END AS s,
+	timestamptz '2026-01-01' + i * interval '1 ms' AS t FROM generate_series(1, 17500) i) g`); err != nil {
+		t.Fatal(err)
+	}
+	var tuples float64
+	if err := conn.QueryRow(ctx, `SELECT reltuples FROM pg_class WHERE oid = 'jobs'::regclass`).Scan(&tuples); err != nil || tuples > 0 {
+		t.Fatalf("jobs has statistics (reltuples %v, %v); the test needs a table never analyzed", tuples, err)
+	}
+	now := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
+	for _, p := range []*store.JobClaimParams{
+		{WorkerID: "w", WorkerType: protocol.WorkerMain, Now: now},
+		{WorkerID: "w", WorkerType: protocol.WorkerTransient, CachedAvatars: []string{"avatar-3", "avatar-5"}, Now: now},
+		{WorkerID: "w", CachedAvatars: []string{"avatar-3"}, Now: now},
+	} {
+		q, args := s.ClaimQuery(p)
+		for _, mode := range []string{"force_generic_plan", "force_custom_plan"} {
+			if _, err := conn.Exec(ctx, `SET plan_cache_mode = `+mode); err != nil {
+				t.Fatal(err)
+			}
+			rows, err := conn.Query(ctx, `EXPLAIN `+q, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan := strings.Join(lines, "\n")
+			if strings.Contains(plan, "Bitmap") || strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "priority DESC") {
+				t.Errorf("worker type %q, cached %v, %s: the claim scans or sorts the queue:\n%s", p.WorkerType, p.CachedAvatars, mode, plan)
+			}
+		}
 	}
 }

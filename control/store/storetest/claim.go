@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -80,6 +81,25 @@ func claimTests() map[string]func(t *testing.T, h *harness) {
 			eq(t, "1st", h.claim("w1", now, cache).ID, "urgent")
 			eq(t, "2nd", h.claim("w2", now, cache).ID, "cached")
 			eq(t, "3rd", h.claim("w3", now, cache).ID, "old")
+		},
+		"OrderCachedAvatarLookahead": func(t *testing.T, h *harness) {
+			// The preference looks at the top priority's first
+			// CachedAvatarLookahead claimable jobs: bob's job, right
+			// behind them, is not preferred until one of them is taken.
+			n := store.CachedAvatarLookahead
+			for i := range n {
+				h.insert(fmt.Sprintf("alice-%04d", i), func(p *store.JobInsertParams) {
+					p.AvatarID = "alice"
+					p.Now = at(time.Duration(i) * time.Millisecond)
+				})
+			}
+			h.insert("bob", func(p *store.JobInsertParams) { p.AvatarID = "bob"; p.Now = at(time.Second) })
+			h.insert("bob-low", func(p *store.JobInsertParams) { p.AvatarID = "bob"; p.Priority = -1 })
+			cache := func(p *store.JobClaimParams) { p.CachedAvatars = []string{"bob"} }
+			now := at(time.Minute)
+			eq(t, "1st", h.claim("w1", now, cache).ID, "alice-0000")
+			eq(t, "2nd", h.claim("w2", now, cache).ID, "bob")
+			eq(t, "3rd", h.claim("w3", now, cache).ID, "alice-0001")
 		},
 		"OrderCachedAvatarOtherWorker": func(t *testing.T, h *harness) {
 			h.insert("old", func(p *store.JobInsertParams) { p.AvatarID = "alice" })

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/avatargen/musetalk/control/store"
@@ -189,17 +191,18 @@ const claimSet = `state = 'running', attempt = attempt + 1, token = ?, worker_id
 
 // claimTarget returns an expression for the id of the job to claim (NULL
 // when there is none) and its arguments. Jobs come by priority; within the
-// top priority, a job whose avatar the worker caches comes first; then the
-// oldest. Each subquery walks an index (the top priority is looked up
-// first) instead of sorting the queue; where the database has row locks
-// the job is locked as it is chosen, skipping jobs other claims hold.
+// top priority, a job whose avatar the worker caches comes first, if one
+// is among the first store.CachedAvatarLookahead; then the oldest. Every
+// subquery walks the claim index in its own order (the top priority is
+// looked up first) and stops early, so that no plan has to sort the queue
+// or walk finished jobs, whatever the planner believes about the table;
+// where the database has row locks the job is locked as it is chosen,
+// skipping jobs other claims hold.
 func (s *Store) claimTarget(p *store.JobClaimParams) (string, []any) {
-	const (
-		claimable = `state = 'queued' AND run_after <= ? AND (worker_type = '' OR worker_type = ?)`
-		order     = ` ORDER BY priority DESC, created_at, id LIMIT 1`
-	)
+	claimable := `state = 'queued' AND run_after <= ? AND ` + otherTypesExcluded(p.WorkerType)
+	const order = ` ORDER BY priority DESC, created_at, id LIMIT 1`
 	lock := s.d.skipLocked()
-	now, wt := s.ts(p.Now), string(p.WorkerType)
+	now := s.ts(p.Now)
 	oldest := `(SELECT id FROM jobs WHERE ` + claimable + order + lock + `)`
 	var cached []any
 	for _, a := range p.CachedAvatars {
@@ -208,15 +211,39 @@ func (s *Store) claimTarget(p *store.JobClaimParams) (string, []any) {
 		}
 	}
 	if len(cached) == 0 {
-		return oldest, []any{now, wt}
+		return oldest, []any{now}
 	}
-	// COALESCE evaluates (and locks through) the second choice only when
-	// the first finds nothing.
-	avatar := `(SELECT id FROM jobs WHERE ` + claimable +
+	// The window: the top priority's first claimable jobs in claim order
+	// (the claim index, equality on its first column); of those whose
+	// avatar is cached, the oldest that no other claim holds. The outer
+	// query checks claimability again, on the row it locks. COALESCE
+	// evaluates (and locks through) the second choice only when the first
+	// finds nothing.
+	window := `SELECT id, avatar_id FROM jobs WHERE ` + claimable +
 		` AND priority = (SELECT priority FROM jobs WHERE ` + claimable + order + `)` +
-		` AND avatar_id IN (` + placeholders(len(cached)) + `) ORDER BY created_at, id LIMIT 1` + lock + `)`
-	args := append([]any{now, wt, now, wt}, cached...)
-	return `COALESCE(` + avatar + `, ` + oldest + `)`, append(args, now, wt)
+		` ORDER BY created_at, id LIMIT ` + strconv.Itoa(store.CachedAvatarLookahead)
+	avatar := `(SELECT id FROM jobs WHERE id IN (SELECT id FROM (` + window + `) w WHERE avatar_id IN (` +
+		placeholders(len(cached)) + `)) AND ` + claimable + ` ORDER BY created_at, id LIMIT 1` + lock + `)`
+	args := append([]any{now, now}, cached...)
+	return `COALESCE(` + avatar + `, ` + oldest + `)`, append(args, now, now)
+}
+
+// otherTypesExcluded is the condition on a job's worker type that lets a
+// worker of type wt claim it: untyped jobs and its own type, written as
+// "none of the other types" (the schema allows no other values). Written
+// so, it looks to a planner without statistics like the weak filter that
+// it is, where "worker_type = ” OR worker_type = ?" looks as if it kept 1
+// % of the queue, which made PostgreSQL sort the whole queue to find the
+// first job rather than walk the claim index (seen on a new table: 6.5 ms
+// against 0.04 ms per claim for 7,500 queued jobs).
+func otherTypesExcluded(wt protocol.WorkerType) string {
+	var others []string
+	for _, t := range protocol.WorkerTypes() {
+		if t != wt {
+			others = append(others, "'"+string(t)+"'")
+		}
+	}
+	return `worker_type NOT IN (` + strings.Join(others, ", ") + `)`
 }
 
 // nextProgress returns the progress and progress time that j records
@@ -416,4 +443,14 @@ func (s *Store) JobRelease(ctx context.Context, p *store.JobReleaseParams) (*sto
 		return nil, fmt.Errorf("releasing job: %w", err)
 	}
 	return job, nil
+}
+
+// ClaimQuery returns the query that chooses the job a claim with p would
+// take (a SELECT of its id; NULL when there is none), in the database's
+// placeholder form, with its arguments. It changes and locks nothing
+// until run: it lets tests and operators EXPLAIN the one query whose cost
+// could grow with the queue.
+func (s *Store) ClaimQuery(p *store.JobClaimParams) (string, []any) {
+	target, args := s.claimTarget(p)
+	return s.sql(`SELECT ` + target), args
 }
