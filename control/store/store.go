@@ -151,7 +151,7 @@ type JobCursor struct {
 
 // CachedAvatarLookahead is how many of the top priority's claimable jobs,
 // oldest first, a claim searches for one whose avatar the worker caches.
-const CachedAvatarLookahead = 256
+const CachedAvatarLookahead = 64
 
 // JobClaimParams asks for one job for one worker.
 //

@@ -27,7 +27,7 @@ func (s *Store) claimFast(ctx context.Context, p *store.JobClaimParams) (job *st
 	args := []any{p.WorkerID, p.Token, p.WorkerID, s.ts(p.Now.Add(p.LeaseDuration)), now, now}
 	args = append(args, targs...)
 	args = append(args, p.WorkerID, p.Token, now, now, now, p.WorkerID)
-	q := `WITH held AS (SELECT 1 FROM jobs WHERE state = 'running' AND worker_id = ? LIMIT 1),
+	q := `WITH held AS (SELECT 1 FROM jobs WHERE state = 'running' AND worker_id = ? AND worker_id <> '' LIMIT 1),
 j AS (UPDATE jobs SET ` + claimSet + ` WHERE id = ` + target + ` AND state = 'queued' AND NOT EXISTS (SELECT 1 FROM held)
 	RETURNING ` + jobCols + `),
 a AS (INSERT INTO attempts (job_id, number, worker_id, token, outcome, started_at)
@@ -42,7 +42,7 @@ SELECT ` + jobCols + ` FROM j`
 		if errors.Is(err, sql.ErrNoRows) {
 			job = nil
 			var one int
-			err = t.queryRow(ctx, `SELECT 1 FROM jobs WHERE state = 'running' AND worker_id = ? LIMIT 1`, p.WorkerID).Scan(&one)
+			err = t.queryRow(ctx, `SELECT 1 FROM jobs WHERE state = 'running' AND worker_id = ? AND worker_id <> '' LIMIT 1`, p.WorkerID).Scan(&one)
 			if errors.Is(err, sql.ErrNoRows) {
 				done = true // nothing held, nothing to claim
 				return nil

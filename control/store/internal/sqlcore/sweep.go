@@ -47,7 +47,7 @@ RETURNING id`, cutoff, cutoff)
 	}
 
 	q := `SELECT j.id FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id
-WHERE j.state = 'running' AND (j.lease_expires_at < ? OR w.status = 'offline'`
+WHERE j.state = 'running' AND j.worker_id <> '' AND (j.lease_expires_at < ? OR w.status = 'offline'`
 	args := []any{s.ts(p.Now)}
 	if p.StallTimeout > 0 {
 		q += ` OR j.progress_at < ?`
