@@ -52,17 +52,27 @@ RETURNING `+jobCols,
 	if err != nil {
 		return nil, fmt.Errorf("ending attempt %d of job %s: %w", j.Attempt, j.ID, err)
 	}
+	if err := t.closeAttempt(ctx, j, e.outcome, e.attemptErr, e.outputKey, now); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// closeAttempt records the end of j's running attempt on the attempt and
+// frees its worker, after the job itself has left the attempt; now is in
+// the database's encoding.
+func (t *tx) closeAttempt(ctx context.Context, j *store.Job, outcome protocol.AttemptOutcome, attemptErr, outputKey string, now any) error {
 	if _, err := t.exec(ctx, `UPDATE attempts SET outcome = ?, error = ?, output_key = ?, ended_at = ?
 WHERE job_id = ? AND number = ? AND outcome = 'running'`,
-		string(e.outcome), e.attemptErr, e.outputKey, now, j.ID, j.Attempt); err != nil {
-		return nil, fmt.Errorf("ending attempt %d of job %s: %w", j.Attempt, j.ID, err)
+		string(outcome), attemptErr, outputKey, now, j.ID, j.Attempt); err != nil {
+		return fmt.Errorf("ending attempt %d of job %s: %w", j.Attempt, j.ID, err)
 	}
 	if _, err := t.exec(ctx, `UPDATE workers SET job_id = '', attempt = 0,
 	status = CASE WHEN status = 'busy' THEN 'idle' ELSE status END
 WHERE id = ? AND job_id = ? AND attempt = ?`, j.WorkerID, j.ID, j.Attempt); err != nil {
-		return nil, fmt.Errorf("clearing worker %s's job: %w", j.WorkerID, err)
+		return fmt.Errorf("clearing worker %s's job: %w", j.WorkerID, err)
 	}
-	return out, nil
+	return nil
 }
 
 // interrupt takes j's running attempt away (outcome interrupted or
@@ -420,14 +430,8 @@ RETURNING `+jobCols, p.OutputKey, now, now, p.JobID, p.Attempt, p.Token))
 	if err != nil {
 		return nil, fmt.Errorf("ending attempt %d of job %s: %w", p.Attempt, p.JobID, err)
 	}
-	if _, err := t.exec(ctx, `UPDATE attempts SET outcome = 'succeeded', error = '', output_key = ?, ended_at = ?
-WHERE job_id = ? AND number = ? AND outcome = 'running'`, p.OutputKey, now, j.ID, j.Attempt); err != nil {
-		return nil, fmt.Errorf("ending attempt %d of job %s: %w", j.Attempt, j.ID, err)
-	}
-	if _, err := t.exec(ctx, `UPDATE workers SET job_id = '', attempt = 0,
-	status = CASE WHEN status = 'busy' THEN 'idle' ELSE status END
-WHERE id = ? AND job_id = ? AND attempt = ?`, j.WorkerID, j.ID, j.Attempt); err != nil {
-		return nil, fmt.Errorf("clearing worker %s's job: %w", j.WorkerID, err)
+	if err := t.closeAttempt(ctx, j, protocol.OutcomeSucceeded, "", p.OutputKey, now); err != nil {
+		return nil, err
 	}
 	return j, nil
 }
