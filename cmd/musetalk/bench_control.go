@@ -62,9 +62,11 @@ postgres:// URL, in a new schema (analyzed after the prefill, so that the
 planner knows the queue) that is dropped afterwards; --replicas
 starts several control planes on that one database, the workers spread
 over them. Its log (--log-level, --log-format) goes to control.log and its
-objects under the work directory. The figures then include the generator,
-which runs on the same cores (and heap: GOGC=400 as in musetalk control,
-unless GOGC is set).
+objects under the work directory (or --objects-dir). The figures then
+include the generator, which runs on the same cores (and heap: GOGC=400 as
+in musetalk control, unless GOGC is set), and its simulated workers' writes
+into the object store with --upload direct (B2's, in a deployment, run on
+B2's machines: --objects-dir /dev/shm leaves most of their cost out).
 
 With --url it loads a running control plane (give its worker key and, if
 its public API needs one, a public key). It submits and completes real
@@ -79,6 +81,7 @@ elsewhere a line every 5 seconds.`,
 			&cli.StringFlag{Name: "db", Usage: "in-process control plane: a SQLite file, or a postgres:// URL (a new schema is made and dropped)", DefaultText: "SQLite in the work directory"},
 			&cli.IntFlag{Name: "replicas", Value: 1, Usage: "in-process control planes sharing the PostgreSQL --db"},
 			&cli.StringFlag{Name: "work-dir", Usage: "directory for the in-process control plane's database, objects and log", DefaultText: "a temporary directory, removed afterwards"},
+			&cli.StringFlag{Name: "objects-dir", Usage: "keep the in-process control plane's object store in a new directory under this one, removed afterwards: on a tmpfs (/dev/shm) its writes leave the figures, as B2's do for workers that upload there (--upload direct)", DefaultText: "blobs under the work directory"},
 			&cli.IntFlag{Name: "workers", Value: loadgen.DefaultWorkers, Usage: "simulated workers"},
 			&cli.DurationFlag{Name: "duration", Value: loadgen.DefaultDuration, Usage: "how long calls are started; cycles in progress finish afterwards"},
 			&cli.DurationFlag{Name: "heartbeat-interval", Value: control.DefaultHeartbeatInterval, Usage: "each worker's heartbeat period (0: back to back)"},
@@ -119,8 +122,8 @@ func runBenchControl(c *cli.Context) error {
 	where := ""
 	var analyze func(context.Context) error
 	if u := c.String("url"); u != "" {
-		if c.IsSet("db") || c.IsSet("replicas") || c.IsSet("work-dir") {
-			return errors.New("--db, --replicas and --work-dir configure the in-process control plane; they do not go with --url")
+		if c.IsSet("db") || c.IsSet("replicas") || c.IsSet("work-dir") || c.IsSet("objects-dir") {
+			return errors.New("--db, --replicas, --work-dir and --objects-dir configure the in-process control plane; they do not go with --url")
 		}
 		cfg.URLs = splitKeys(u)
 		cfg.InternalKey, cfg.PublicKey = c.String("internal-api-key"), c.String("api-key")
@@ -166,11 +169,10 @@ func runBenchControl(c *cli.Context) error {
 	var cpu0 time.Duration
 	var profileErr, analyzeErr error
 	cfg.OnStart = func() {
-		// A new schema filled in seconds has no planner statistics yet:
-		// PostgreSQL would plan the claim for an empty queue (a scan and
-		// sort of every queued job per claim) until autovacuum analyzes
-		// the table, within a minute or so in a running deployment. The
-		// bench measures that steady state.
+		// A new schema filled in seconds has no planner statistics yet,
+		// which a running deployment's tables have (autovacuum analyzes
+		// them within a minute or so of a burst): the bench measures that
+		// steady state.
 		if analyze != nil {
 			analyzeErr = analyze(ctx)
 		}
@@ -391,7 +393,14 @@ func startLocalControl(ctx context.Context, c *cli.Context) (_ *localControl, er
 		stores = append(stores, st)
 		lc.desc = "SQLite " + db
 	}
-	bs, err := blob.NewDir(filepath.Join(dir, "blobs"))
+	objects := filepath.Join(dir, "blobs")
+	if parent := c.String("objects-dir"); parent != "" {
+		if objects, err = os.MkdirTemp(parent, "musetalk-bench-objects-"); err != nil {
+			return nil, fmt.Errorf("--objects-dir: %w", err)
+		}
+		lc.closers = append(lc.closers, func() { os.RemoveAll(objects) })
+	}
+	bs, err := blob.NewDir(objects)
 	if err != nil {
 		return nil, fmt.Errorf("opening the object directory: %w", err)
 	}
@@ -426,7 +435,7 @@ func startLocalControl(ctx context.Context, c *cli.Context) (_ *localControl, er
 		})
 		lc.urls = append(lc.urls, "http://"+ln.Addr().String())
 	}
-	lc.desc += ", objects and control.log in " + dir
+	lc.desc += ", objects in " + objects + ", control.log in " + dir
 	return lc, nil
 }
 

@@ -29,6 +29,28 @@ func TestBenchControlInProcess(t *testing.T) {
 	}
 }
 
+// TestBenchControlObjectsDir: --objects-dir puts the object store in a new
+// directory under the one given (the outputs are written there, nothing
+// under the work directory) and removes it afterwards.
+func TestBenchControlObjectsDir(t *testing.T) {
+	keepGC(t)
+	dir, objects := t.TempDir(), t.TempDir()
+	out, err := run(t, "bench", "control", "--upload", "direct", "--workers", "4", "--duration", "1s",
+		"--heartbeat-interval", "50ms", "--submitters", "2", "--idle-wait", "20ms", "--work-dir", dir, "--objects-dir", objects)
+	if err != nil {
+		t.Fatalf("bench control: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "; 0 violations") || !strings.Contains(out, "objects in "+objects+"/musetalk-bench-objects-") {
+		t.Errorf("output:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "blobs")); !os.IsNotExist(err) {
+		t.Errorf("objects under the work directory too (%v)", err)
+	}
+	if left, _ := os.ReadDir(objects); len(left) != 0 {
+		t.Errorf("%s after the run: %v, want it empty", objects, left)
+	}
+}
+
 // TestBenchControlDirectUpload: with --upload direct the workers write
 // their outputs into the object store themselves and the control plane's
 // complete finds and checks them there; nothing goes through its upload
@@ -82,6 +104,8 @@ func TestBenchControlFlagErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--url", "http://127.0.0.1:1", "--work-dir", "x"}, "do not go with --url"},
+		{[]string{"--url", "http://127.0.0.1:1", "--objects-dir", "x"}, "do not go with --url"},
+		{[]string{"--objects-dir", "/nonexistent/objects"}, "--objects-dir"},
 		{[]string{"--url", "http://127.0.0.1:1", "--internal-api-key", ""}, "worker key"},
 		{[]string{"--replicas", "2"}, "--replicas needs a postgres://"},
 		{[]string{"--workers", "0"}, "--workers 0"},
