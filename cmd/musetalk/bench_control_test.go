@@ -30,7 +30,7 @@ func TestBenchControlInProcess(t *testing.T) {
 }
 
 // TestBenchControlObjectsDir: --objects-dir puts the object store in a new
-// directory under the one given (the outputs are written there, nothing
+// directory under the one given (the run names it, and nothing is stored
 // under the work directory) and removes it afterwards.
 func TestBenchControlObjectsDir(t *testing.T) {
 	keepGC(t)
