@@ -269,9 +269,12 @@ type WorkerListParams struct {
 //
 //   - Workers not seen since Now-OfflineAfter become offline.
 //   - Running attempts are interrupted when their lease has expired
-//     ("lease expired"), their worker is offline ("worker offline"), or,
-//     when StallTimeout > 0, their ProgressAt is older than
-//     Now-StallTimeout ("no progress for ...").
+//     ("lease expired 2s ago; worker last heard from 17s ago"), their
+//     worker is offline ("worker offline; worker last heard from ..."),
+//     or, when StallTimeout > 0, their ProgressAt is older than
+//     Now-StallTimeout ("no progress for ..."). The reasons' first words
+//     are fixed; the rest tells a silent worker from one whose calls did
+//     not renew the lease.
 //
 // An interruption adds one to Interruptions and ends the attempt
 // interrupted; the job is queued again with RunAfter = Now+Backoff(count),

@@ -42,11 +42,15 @@ import (
 
 // The fleet's timing: every worker's POLL_INTERVAL_SEC and the control
 // plane's --heartbeat-interval (the deploy files say 5 s; 1 s keeps the
-// suite short). The lease is the control plane's default, 3 intervals,
-// and the sweeper runs once an interval.
+// suite short). The sweeper runs once an interval. The lease and the
+// offline limit are 6 intervals, not the default 3: with five fleets and
+// other test packages sharing two cores, a rendering worker's heartbeats
+// and progress calls were once late by over 3 s (CI, 2026-12-07), and
+// these scenarios test the control plane's recovery, not the machine's
+// scheduler. A lost worker is still found within 7 s.
 const (
 	fleetPoll  = time.Second
-	fleetLease = 3 * fleetPoll
+	fleetLease = 6 * fleetPoll
 	// fleetRetryBackoff is the most the control plane waits before a job
 	// whose attempt was interrupted once may be claimed again (its
 	// BackoffBase; the wait is drawn from [base/2, base]).
@@ -149,8 +153,8 @@ func fleetCompletes(t *testing.T, f *fleet) {
 }
 
 // fleetKill: `docker kill` of the worker rendering a MuseTalk job. The
-// control plane takes the attempt away once its lease (3 heartbeat
-// intervals) has run out, at its next sweep, and another worker claims
+// control plane takes the attempt away once its lease (fleetLease) or
+// the worker's offline limit (the same) has run out, at its next sweep, and another worker claims
 // the job after the retry backoff and finishes it.
 func fleetKill(t *testing.T, f *fleet) {
 	ws := f.startWorkers("vast", "salad", "salad")
@@ -164,14 +168,14 @@ func fleetKill(t *testing.T, f *fleet) {
 	f.checkSucceeded(j, 2)
 	a1, a2 := j.Attempts[0], j.Attempts[1]
 	if a1.WorkerID != victim.id || a1.Outcome != protocol.OutcomeInterrupted || a1.OutputKey != "" ||
-		(a1.Error != "lease expired" && a1.Error != "worker offline") {
+		!strings.HasPrefix(a1.Error, "lease expired") && !strings.HasPrefix(a1.Error, "worker offline") {
 		t.Fatalf("attempt 1: %+v, want interrupted on %s (lease expired or worker offline), no output", a1, victim.id)
 	}
 	if a2.WorkerID == victim.id {
 		t.Fatalf("attempt 2 ran on the killed worker: %+v", a2)
 	}
 	// The last lease extension came before the kill, so the lease ran out
-	// within 3 intervals of it, and a sweep (one per interval) found it.
+	// within fleetLease of it, and a sweep (one per interval) found it.
 	taken := a1.EndedAt.Sub(killed)
 	if taken > fleetLease+fleetPoll+schedSlack {
 		t.Errorf("attempt 1 interrupted %v after the kill, want within the lease (%v) and one sweep (%v)", taken, fleetLease, fleetPoll)
@@ -502,7 +506,7 @@ func newFleet(t *testing.T, img string, deploy *deployFiles, media *fleetMedia, 
 		"-e", "INTERNAL_API_KEY="+f.key, "-e", "B2_KEY_ID="+f.b2KeyID, "-e", "B2_APP_KEY="+f.b2AppKey,
 		"-e", "B2_BUCKET_NAME="+deploy.bucket, "-e", "B2_ENDPOINT=http://b2:9000",
 		f.image, "musetalk", "control", "--addr", ":8080", "--data-dir", "/tmp/control",
-		"--heartbeat-interval", fleetPoll.String())
+		"--heartbeat-interval", fleetPoll.String(), "--lease", fleetLease.String(), "--offline-after", fleetLease.String())
 	base := "http://" + f.port(f.control, "8080")
 	api, err := client.New(base, "")
 	if err != nil {
@@ -742,7 +746,7 @@ func (f *fleet) cleanup() {
 	f.mu.Unlock()
 	if f.t.Failed() {
 		for _, c := range conts {
-			f.t.Logf("--- %s ---\n%s", c.name, c.tail(40))
+			f.t.Logf("--- %s ---\n%s", c.name, c.quietTail(40))
 		}
 	}
 	if f.store != nil {
@@ -1549,6 +1553,26 @@ func (b *lockedBuffer) String() string {
 func (c *container) tail(n int) string {
 	lines := strings.Split(strings.TrimRight(c.logs.String(), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// quietTail is the last n lines of the container's output, leaving out
+// the control plane's lines for successful GETs: the test polls its jobs
+// every 100 ms, and those lines would push out what explains a failure.
+func (c *container) quietTail(n int) string {
+	var kept []string
+	skipped := 0
+	for _, l := range strings.Split(strings.TrimRight(c.logs.String(), "\n"), "\n") {
+		if strings.Contains(l, `msg="http request" method=GET`) && strings.Contains(l, " status=200 ") {
+			skipped++
+			continue
+		}
+		kept = append(kept, l)
+	}
+	out := strings.Join(kept[max(0, len(kept)-n):], "\n")
+	if skipped > 0 {
+		out = fmt.Sprintf("(%d lines of successful GETs left out)\n%s", skipped, out)
+	}
+	return out
 }
 
 // logLine is one line of slog's text format as key → value.

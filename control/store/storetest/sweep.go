@@ -42,15 +42,18 @@ func sweepTests() map[string]func(t *testing.T, h *harness) {
 			eq(t, "state at the lease's end", h.job("job-1").State, protocol.JobRunning)
 			now := j.LeaseExpiresAt.Add(time.Second)
 			res := h.sweep(&store.SweepParams{Backoff: linear, Now: now})
-			eq(t, "interrupted", res.Interrupted, []store.Interruption{{JobID: "job-1", Attempt: 1, WorkerID: "w1", Reason: "lease expired"}})
+			// The reason says how long the worker had been silent: since
+			// the claim (at 1m).
+			reason := "lease expired 1s ago; worker last heard from 31s ago"
+			eq(t, "interrupted", res.Interrupted, []store.Interruption{{JobID: "job-1", Attempt: 1, WorkerID: "w1", Reason: reason}})
 			got := h.job("job-1")
 			eq(t, "state", got.State, protocol.JobQueued)
 			eq(t, "interruptions", got.Interruptions, 1)
-			eq(t, "error", got.Error, "lease expired")
+			eq(t, "error", got.Error, reason)
 			eq(t, "run after", got.RunAfter, now.Add(linear(1)))
 			eq(t, "attempts", h.attempts("job-1"), []*store.Attempt{{
 				JobID: "job-1", Number: 1, WorkerID: "w1", Outcome: protocol.OutcomeInterrupted,
-				Error: "lease expired", StartedAt: at(time.Minute), EndedAt: ptr(now),
+				Error: reason, StartedAt: at(time.Minute), EndedAt: ptr(now),
 			}})
 			eq(t, "worker job cleared", h.worker("w1").JobID, "")
 			// The worker's token is dead and its next heartbeat says so.
@@ -82,10 +85,11 @@ func sweepTests() map[string]func(t *testing.T, h *harness) {
 			now := at(2 * time.Minute)
 			res := h.sweep(&store.SweepParams{OfflineAfter: time.Minute, Backoff: linear, Now: now})
 			eq(t, "offline", res.WorkersOffline, []string{"w1"})
-			eq(t, "interrupted", res.Interrupted, []store.Interruption{{JobID: "job-1", Attempt: 1, WorkerID: "w1", Reason: "worker offline"}})
+			reason := "worker offline; worker last heard from 1m59s ago"
+			eq(t, "interrupted", res.Interrupted, []store.Interruption{{JobID: "job-1", Attempt: 1, WorkerID: "w1", Reason: reason}})
 			got := h.job("job-1")
 			eq(t, "state", got.State, protocol.JobQueued)
-			eq(t, "error", got.Error, "worker offline")
+			eq(t, "error", got.Error, reason)
 			w := h.worker("w1")
 			eq(t, "worker", [3]any{w.Status, w.JobID, w.Attempt}, [3]any{protocol.WorkerOffline, "", 0})
 		},
@@ -129,17 +133,18 @@ func sweepTests() map[string]func(t *testing.T, h *harness) {
 				res = h.sweep(&store.SweepParams{Now: now}) // nil backoff: claimable at once
 				eq(t, "interrupted", len(res.Interrupted), 1)
 			}
+			// w1 claims without a heartbeat: the registry has no entry.
 			eq(t, "last interruption", res.Interrupted[0], store.Interruption{JobID: "job-1", Attempt: 2, WorkerID: "w1",
-				Reason: "lease expired", Final: true})
+				Reason: "lease expired 1s ago; worker unknown", Final: true})
 			got := h.job("job-1")
 			eq(t, "state", got.State, protocol.JobFailed)
 			eq(t, "interruptions", got.Interruptions, 2)
-			eq(t, "error", got.Error, "interrupted 2 times (budget exhausted); last: lease expired")
+			eq(t, "error", got.Error, "interrupted 2 times (budget exhausted); last: lease expired 1s ago; worker unknown")
 			eq(t, "finished", got.FinishedAt, ptr(now))
 			as := h.attempts("job-1")
 			eq(t, "attempts kept", len(as), 2)
 			for _, a := range as {
-				eq(t, "attempt", [2]any{a.Outcome, a.Error}, [2]any{protocol.OutcomeInterrupted, "lease expired"})
+				eq(t, "attempt", [2]any{a.Outcome, a.Error}, [2]any{protocol.OutcomeInterrupted, "lease expired 1s ago; worker unknown"})
 			}
 			h.noClaim("w1", now.Add(time.Hour))
 		},

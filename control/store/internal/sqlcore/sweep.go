@@ -98,17 +98,25 @@ func (t *tx) sweepJob(ctx context.Context, id string, p *store.SweepParams) (*st
 		return nil, nil
 	}
 	var status string
-	err = t.queryRow(ctx, `SELECT status FROM workers WHERE id = ?`, j.WorkerID).Scan(&status)
+	var lastSeen time.Time
+	err = t.queryRow(ctx, `SELECT status, last_seen FROM workers WHERE id = ?`, j.WorkerID).Scan(&status, timeDest{&lastSeen})
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("reading worker %s: %w", j.WorkerID, err)
 	}
 	now := norm(p.Now) // compare as the stored times are
+	// The worker's silence goes into the reason: a lease that ran out
+	// while its worker kept calling points at the worker's job handling,
+	// one that ran out with its worker silent at the worker or the network.
+	heard := "worker unknown"
+	if !lastSeen.IsZero() {
+		heard = "worker last heard from " + ago(now, lastSeen) + " ago"
+	}
 	var reason string
 	switch {
 	case j.LeaseExpiresAt != nil && j.LeaseExpiresAt.Before(now):
-		reason = "lease expired"
+		reason = "lease expired " + ago(now, *j.LeaseExpiresAt) + " ago; " + heard
 	case status == string(protocol.WorkerOffline):
-		reason = "worker offline"
+		reason = "worker offline; " + heard
 	case p.StallTimeout > 0 && j.ProgressAt != nil && j.ProgressAt.Before(norm(p.Now.Add(-p.StallTimeout))):
 		reason = fmt.Sprintf("no progress for %v (stall timeout %v)", now.Sub(*j.ProgressAt).Truncate(time.Second), p.StallTimeout)
 	default:
@@ -120,4 +128,9 @@ func (t *tx) sweepJob(ctx context.Context, id string, p *store.SweepParams) (*st
 	}
 	return &store.Interruption{JobID: j.ID, Attempt: j.Attempt, WorkerID: j.WorkerID, Reason: reason,
 		Final: out.State == protocol.JobFailed}, nil
+}
+
+// ago is now-t for a reason's text, to a tenth of a second.
+func ago(now, t time.Time) string {
+	return now.Sub(t).Round(100 * time.Millisecond).String()
 }
