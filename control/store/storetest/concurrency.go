@@ -47,6 +47,8 @@ func concurrencyTests() map[string]func(t *testing.T, h *harness) {
 			eq(t, "jobs stored", len(list(t, h, &store.JobListParams{})), 1)
 		},
 		"HeartbeatsAtOnce": heartbeatsAtOnce,
+		"ClaimsAtOnce":     claimsAtOnce,
+		"CompletesAtOnce":  completesAtOnce,
 		"ProgressRacesSweep": func(t *testing.T, h *harness) {
 			// Progress and sweeps at once neither fail nor take away an
 			// attempt whose lease is good.
@@ -291,4 +293,183 @@ func workerList(t *testing.T, h *harness) []*store.Worker {
 		t.Fatal(err)
 	}
 	return ws
+}
+
+// claimsAtOnce: workers of every type claim at once (where the store
+// batches claims, together), three of them while they still hold an
+// attempt and some with cached avatars. Each claim gets a job that a
+// claim alone could give it: no job twice, the worker types kept, the
+// held attempts interrupted, every attempt recorded and every worker
+// pointing at its job; and a worker whose cached avatar is on one job
+// that nobody else would take gets that job.
+func claimsAtOnce(t *testing.T, h *harness) {
+	// 12 jobs of each type, main ones oldest; the main and transient
+	// ones cycle through avatars a0..a3, the untyped ones have their own.
+	n := 0
+	for _, wt := range []protocol.WorkerType{protocol.WorkerMain, protocol.WorkerTransient, ""} {
+		for i := range 12 {
+			name := string(wt)
+			if name == "" {
+				name = "any"
+			}
+			h.insert(fmt.Sprintf("job-%s-%02d", name, i), func(p *store.JobInsertParams) {
+				p.WorkerType = wt
+				p.AvatarID = fmt.Sprintf("a%d", i%4)
+				if wt == "" {
+					p.AvatarID = fmt.Sprintf("solo-%d", i)
+				}
+				p.Now = at(time.Duration(n) * time.Millisecond)
+			})
+			n++
+		}
+	}
+	// Three main workers hold attempts of earlier, urgent jobs.
+	for i := range 3 {
+		h.insert(fmt.Sprintf("held-%d", i), func(p *store.JobInsertParams) { p.Priority = 5 })
+		eq(t, "held job", h.claim(fmt.Sprintf("w-main-%d", i), at(time.Second)).ID, fmt.Sprintf("held-%d", i))
+	}
+	type claimer struct {
+		id     string
+		wt     protocol.WorkerType
+		cached []string
+	}
+	var cs []claimer
+	for i := range 10 { // 12 main jobs: enough for all, none needs an untyped one
+		c := claimer{id: fmt.Sprintf("w-main-%d", i), wt: protocol.WorkerMain}
+		if i%2 == 0 {
+			c.cached = []string{fmt.Sprintf("a%d", i%4), "elsewhere"}
+		}
+		cs = append(cs, c)
+	}
+	for i := range 10 {
+		cs = append(cs, claimer{id: fmt.Sprintf("w-transient-%d", i), wt: protocol.WorkerTransient})
+	}
+	for i := range 6 {
+		cs = append(cs, claimer{id: fmt.Sprintf("w-any-%d", i), cached: []string{fmt.Sprintf("solo-%d", 5-i)}})
+	}
+	for _, c := range cs {
+		h.register(c.id, at(time.Second))
+	}
+
+	now := at(time.Minute)
+	got := make([]*store.Job, len(cs))
+	errs := make([]error, len(cs))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Go(func() {
+			p := claimParams(c.id, now)
+			p.WorkerType, p.CachedAvatars = c.wt, c.cached
+			<-start
+			got[i], errs[i] = h.s.JobClaim(h.ctx, p)
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	seen := map[string]string{}
+	for i, c := range cs {
+		j := got[i]
+		if errs[i] != nil {
+			t.Fatalf("claim of %s: %v; there were jobs enough for every claim", c.id, errs[i])
+		}
+		if prev, ok := seen[j.ID]; ok {
+			t.Fatalf("job %s claimed by %s and %s", j.ID, prev, c.id)
+		}
+		seen[j.ID] = c.id
+		if j.WorkerType != "" && j.WorkerType != c.wt {
+			t.Errorf("%s (type %q) got job %s of type %q", c.id, c.wt, j.ID, j.WorkerType)
+		}
+		eq(t, "claimed "+j.ID, [4]any{j.State, j.WorkerID, j.Attempt, j.Token}, [4]any{protocol.JobRunning, c.id, 1, claimParams(c.id, now).Token})
+		if c.wt == "" {
+			eq(t, c.id+"'s job (its cached avatar)", j.AvatarID, c.cached[0])
+		}
+		as := h.attempts(j.ID)
+		eq(t, "attempts of "+j.ID, len(as), 1)
+		eq(t, "attempt of "+j.ID, [3]any{as[0].WorkerID, as[0].Outcome, as[0].StartedAt}, [3]any{c.id, protocol.OutcomeRunning, now})
+		w := h.worker(c.id)
+		eq(t, c.id+" points at", [3]any{w.JobID, w.Attempt, w.Status}, [3]any{j.ID, 1, protocol.WorkerBusy})
+	}
+	for i := range 3 {
+		old := h.job(fmt.Sprintf("held-%d", i))
+		eq(t, "held job afterwards", [3]any{old.State, old.Interruptions, old.Error}, [3]any{protocol.JobQueued, 1, "worker claimed again"})
+	}
+}
+
+// completesAtOnce: completes arrive at once (where the store batches
+// completes, together): good ones, retries of completed attempts, a
+// forged token, a stale attempt and an unknown job. Each gets the answer
+// it would get alone.
+func completesAtOnce(t *testing.T, h *harness) {
+	const n = 20
+	jobs := make([]*store.Job, n)
+	for i := range n {
+		h.insert(fmt.Sprintf("job-%02d", i))
+		w := fmt.Sprintf("w%02d", i)
+		h.register(w, at(time.Second))
+		jobs[i] = h.claim(w, at(time.Minute))
+	}
+	// job-00 and job-01 completed already (their retries come below);
+	// job-02's attempt 1 was taken away and attempt 2 runs elsewhere.
+	first := []*store.Job{h.complete(jobs[0], at(2*time.Minute)), h.complete(jobs[1], at(2*time.Minute))}
+	h.sweep(&store.SweepParams{Now: jobs[2].LeaseExpiresAt.Add(time.Second)}) // every lease ran out: all but 0, 1 back in the queue
+	stale := jobs[2]
+	eq(t, "job-02 again", h.claim("w-other", at(2*time.Minute), func(p *store.JobClaimParams) { p.Backoff = nil }).Attempt, 2)
+	for i := 3; i < n; i++ {
+		jobs[i] = h.claim(fmt.Sprintf("w%02d", i), at(2*time.Minute), func(p *store.JobClaimParams) { p.Backoff = nil })
+	}
+	now := at(3 * time.Minute)
+	type call struct {
+		p    *store.JobCompleteParams
+		want error // nil: completes
+	}
+	var calls []call
+	for i := 3; i < n; i++ {
+		calls = append(calls, call{p: &store.JobCompleteParams{AttemptParams: ref(jobs[i], now), OutputKey: outputKey(jobs[i])}})
+	}
+	forged := *jobs[3]
+	forged.Token = "forged"
+	calls = append(calls,
+		call{p: &store.JobCompleteParams{AttemptParams: ref(jobs[0], now), OutputKey: outputKey(jobs[0])}},
+		call{p: &store.JobCompleteParams{AttemptParams: ref(jobs[1], now), OutputKey: outputKey(jobs[1])}},
+		call{p: &store.JobCompleteParams{AttemptParams: ref(stale, now), OutputKey: outputKey(stale)}, want: store.ErrStaleAttempt},
+		call{p: &store.JobCompleteParams{AttemptParams: ref(&forged, now), OutputKey: outputKey(jobs[3])}, want: store.ErrStaleAttempt},
+		call{p: &store.JobCompleteParams{AttemptParams: store.AttemptParams{JobID: "no-such-job", Attempt: 1, Token: "t", Now: now},
+			OutputKey: "outputs/no-such-job/1.mp4"}, want: store.ErrNotFound},
+	)
+	got := make([]*store.Job, len(calls))
+	errs := make([]error, len(calls))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, c := range calls {
+		wg.Go(func() {
+			<-start
+			got[i], errs[i] = h.s.JobComplete(h.ctx, c.p)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, c := range calls {
+		what := fmt.Sprintf("complete %d (job %s, attempt %d)", i, c.p.JobID, c.p.Attempt)
+		if c.want != nil {
+			isErr(t, what, errs[i], c.want)
+			continue
+		}
+		if errs[i] != nil {
+			t.Fatalf("%s: %v", what, errs[i])
+		}
+		eq(t, what, [3]any{got[i].ID, got[i].State, got[i].OutputKey}, [3]any{c.p.JobID, protocol.JobSucceeded, c.p.OutputKey})
+		eq(t, what+" stored", h.job(c.p.JobID), got[i])
+	}
+	eq(t, "retried complete", got[n-3], first[0])
+	eq(t, "retried complete", got[n-2], first[1])
+	for i := 3; i < n; i++ {
+		as := h.attempts(jobs[i].ID)
+		last := as[len(as)-1]
+		eq(t, "attempt of "+jobs[i].ID, [3]any{last.Outcome, last.OutputKey, last.EndedAt}, [3]any{protocol.OutcomeSucceeded, outputKey(jobs[i]), ptr(now)})
+		w := h.worker(fmt.Sprintf("w%02d", i))
+		eq(t, "worker after its complete", [3]any{w.JobID, w.Attempt, w.Status}, [3]any{"", 0, protocol.WorkerIdle})
+	}
+	j2 := h.job(stale.ID)
+	eq(t, "job-02 still runs", [3]any{j2.State, j2.Attempt, j2.WorkerID}, [3]any{protocol.JobRunning, 2, "w-other"})
 }

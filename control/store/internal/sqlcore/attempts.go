@@ -42,7 +42,7 @@ func (t *tx) endAttempt(ctx context.Context, j *store.Job, e *ending) (*store.Jo
 	}
 	out, err := scanJob(t.queryRow(ctx, `UPDATE jobs SET state = ?, token = '', lease_expires_at = NULL,
 	error = ?, output_key = ?, failures = ?, interruptions = ?, run_after = ?, finished_at = ?, updated_at = ?
-WHERE id = ? AND state = 'running' AND attempt = ? AND token = ?
+WHERE id = ? AND `+isRunning+` AND attempt = ? AND token = ?
 RETURNING `+jobCols,
 		string(e.state), e.jobErr, e.outputKey, e.failures, e.interrupts, s.ts(runAfter), finished, now,
 		j.ID, j.Attempt, j.Token))
@@ -130,11 +130,30 @@ func (s *Store) JobClaim(ctx context.Context, p *store.JobClaimParams) (*store.J
 		return nil, fmt.Errorf("claiming a job: worker type %q is not one of main, transient or empty", p.WorkerType)
 	}
 	var job *store.Job
+	var err error
+	if s.cb != nil {
+		job, err = s.cb.do(ctx, p)
+	} else {
+		job, err = s.claimOne(ctx, p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("claiming a job for worker %s: %w", p.WorkerID, err)
+	}
+	if job == nil {
+		return nil, store.ErrNoJob
+	}
+	return job, nil
+}
+
+// claimOne makes one claim on its own: nil, nil when there is no
+// claimable job.
+func (s *Store) claimOne(ctx context.Context, p *store.JobClaimParams) (*store.Job, error) {
+	var job *store.Job
 	done := false
 	if s.d.ModifyingCTEs {
 		var err error
 		if job, done, err = s.claimFast(ctx, p); err != nil {
-			return nil, fmt.Errorf("claiming a job for worker %s: %w", p.WorkerID, err)
+			return nil, err
 		}
 	}
 	if !done {
@@ -144,11 +163,8 @@ func (s *Store) JobClaim(ctx context.Context, p *store.JobClaimParams) (*store.J
 			return err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("claiming a job for worker %s: %w", p.WorkerID, err)
+			return nil, err
 		}
-	}
-	if job == nil {
-		return nil, store.ErrNoJob
 	}
 	return job, nil
 }
@@ -174,7 +190,7 @@ func (t *tx) claim(ctx context.Context, p *store.JobClaimParams) (*store.Job, er
 
 	target, targs := s.claimTarget(p)
 	now := s.ts(p.Now)
-	j, err := scanJob(t.queryRow(ctx, `UPDATE jobs SET `+claimSet+` WHERE id = `+target+` AND state = 'queued'
+	j, err := scanJob(t.queryRow(ctx, `UPDATE jobs SET `+claimSet+` WHERE id = `+target+` AND `+isQueued+`
 RETURNING `+jobCols, append([]any{p.Token, p.WorkerID, s.ts(p.Now.Add(p.LeaseDuration)), now, now}, targs...)...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
@@ -283,7 +299,7 @@ func (t *tx) extendLease(ctx context.Context, j *store.Job, progress *protocol.P
 		return nil, err
 	}
 	out, err := scanJob(t.queryRow(ctx, `UPDATE jobs SET progress = ?, progress_at = ?, lease_expires_at = ?, updated_at = ?
-WHERE id = ? AND state = 'running' AND attempt = ? AND token = ?
+WHERE id = ? AND `+isRunning+` AND attempt = ? AND token = ?
 RETURNING `+jobCols, parg, s.tsPtr(progressAt), s.ts(now.Add(lease)), s.ts(now), j.ID, j.Attempt, j.Token))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("job %s attempt %d: %w", j.ID, j.Attempt, store.ErrStaleAttempt)
@@ -326,7 +342,7 @@ func (t *tx) renewLease(ctx context.Context, j *store.Job, progress *protocol.Pr
 	}
 	var until time.Time
 	err = t.queryRow(ctx, `UPDATE jobs SET progress = ?, progress_at = ?, lease_expires_at = ?, updated_at = ?
-WHERE id = ? AND state = 'running' AND attempt = ? AND token = ?
+WHERE id = ? AND `+isRunning+` AND attempt = ? AND token = ?
 RETURNING lease_expires_at`, parg, s.tsPtr(progressAt), s.ts(now.Add(lease)), s.ts(now), j.ID, j.Attempt, j.Token).Scan(timeDest{&until})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("job %s attempt %d: %w", j.ID, j.Attempt, store.ErrStaleAttempt)
@@ -364,10 +380,25 @@ func (s *Store) JobComplete(ctx context.Context, p *store.JobCompleteParams) (*s
 	if p.OutputKey == "" {
 		return nil, fmt.Errorf("completing job %s: output key is required", p.JobID)
 	}
+	var job *store.Job
+	var err error
+	if s.cmb != nil {
+		job, err = s.cmb.do(ctx, p)
+	} else {
+		job, err = s.completeOne(ctx, p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("completing job: %w", err)
+	}
+	return job, nil
+}
+
+// completeOne completes one attempt on its own.
+func (s *Store) completeOne(ctx context.Context, p *store.JobCompleteParams) (*store.Job, error) {
 	if s.d.ModifyingCTEs {
 		job, done, err := s.completeFast(ctx, p)
 		if err != nil {
-			return nil, fmt.Errorf("completing job: %w", err)
+			return nil, err
 		}
 		if done {
 			return job, nil
@@ -408,7 +439,7 @@ func (s *Store) JobComplete(ctx context.Context, p *store.JobCompleteParams) (*s
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("completing job: %w", err)
+		return nil, err
 	}
 	return job, nil
 }
@@ -422,7 +453,7 @@ func (t *tx) completeRunning(ctx context.Context, p *store.JobCompleteParams) (*
 	now := s.ts(p.Now)
 	j, err := scanJob(t.queryRow(ctx, `UPDATE jobs SET state = 'succeeded', token = '', lease_expires_at = NULL,
 	error = '', output_key = ?, finished_at = ?, updated_at = ?
-WHERE id = ? AND state = 'running' AND attempt = ? AND token = ?
+WHERE id = ? AND `+isRunning+` AND attempt = ? AND token = ?
 RETURNING `+jobCols, p.OutputKey, now, now, p.JobID, p.Attempt, p.Token))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil

@@ -28,7 +28,7 @@ func (s *Store) claimFast(ctx context.Context, p *store.JobClaimParams) (job *st
 	args = append(args, targs...)
 	args = append(args, p.WorkerID, p.Token, now, now, now, p.WorkerID)
 	q := `WITH held AS (SELECT 1 FROM jobs WHERE state = 'running' AND worker_id = ? AND worker_id <> '' LIMIT 1),
-j AS (UPDATE jobs SET ` + claimSet + ` WHERE id = ` + target + ` AND state = 'queued' AND NOT EXISTS (SELECT 1 FROM held)
+j AS (UPDATE jobs SET ` + claimSet + ` WHERE id = ` + target + ` AND ` + isQueued + ` AND NOT EXISTS (SELECT 1 FROM held)
 	RETURNING ` + jobCols + `),
 a AS (INSERT INTO attempts (job_id, number, worker_id, token, outcome, started_at)
 	SELECT id, attempt, ?::text, ?::text, 'running', ?::timestamptz FROM j),
@@ -61,7 +61,7 @@ func (s *Store) completeFast(ctx context.Context, p *store.JobCompleteParams) (j
 	now := s.ts(p.Now)
 	q := `WITH j AS (UPDATE jobs SET state = 'succeeded', token = '', lease_expires_at = NULL, error = '',
 	output_key = ?, finished_at = ?, updated_at = ?
-	WHERE id = ? AND state = 'running' AND attempt = ? AND token = ?
+	WHERE id = ? AND ` + isRunning + ` AND attempt = ? AND token = ?
 	RETURNING ` + jobCols + `),
 a AS (UPDATE attempts SET outcome = 'succeeded', error = '', output_key = ?, ended_at = ?
 	FROM j WHERE attempts.job_id = j.id AND attempts.number = j.attempt AND attempts.outcome = 'running'),

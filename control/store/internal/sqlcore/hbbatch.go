@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/avatargen/musetalk/control/store"
@@ -27,146 +26,29 @@ const (
 	heartbeatRunners = 2
 )
 
-type hbReq struct {
-	ctx  context.Context
-	a    *hbArgs
-	res  *store.HeartbeatResult
-	err  error
-	done chan struct{}
-}
+// hbCall is one heartbeat waiting for its batch.
+type hbCall = batchCall[*hbArgs, *store.HeartbeatResult]
 
-// hbBatcher collects heartbeats for the batch runners.
-type hbBatcher struct {
-	s    *Store
-	reqs chan *hbReq
-	quit chan struct{}
-	done chan struct{} // closed once the runners have stopped and the queue is answered
-	wg   sync.WaitGroup
-	once sync.Once
-}
-
-func newHBBatcher(s *Store) *hbBatcher {
-	b := &hbBatcher{s: s, reqs: make(chan *hbReq, maxHeartbeatBatch), quit: make(chan struct{}), done: make(chan struct{})}
-	for range heartbeatRunners {
-		b.wg.Add(1)
-		go b.run()
-	}
-	return b
-}
-
-// close stops the runners after the batches they run; heartbeats still
-// waiting get errClosed. A nil batcher does nothing.
-func (b *hbBatcher) close() {
-	if b == nil {
-		return
-	}
-	b.once.Do(func() {
-		close(b.quit)
-		b.wg.Wait()
-		for {
-			select {
-			case r := <-b.reqs:
-				r.err = errClosed
-				close(r.done)
-				continue
-			default:
-			}
-			break
-		}
-		close(b.done)
-	})
-}
-
-// do saves one heartbeat in the next batch and waits for it; once its
-// batch has started it runs to the end whatever ctx does.
-func (b *hbBatcher) do(ctx context.Context, a *hbArgs) (*store.HeartbeatResult, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	r := &hbReq{ctx: ctx, a: a, done: make(chan struct{})}
-	select {
-	case b.reqs <- r:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-b.quit:
-		return nil, errClosed
-	}
-	select {
-	case <-r.done:
-	case <-b.done:
-		// Every request taken was answered; one queued after the last
-		// drain was not.
-		select {
-		case <-r.done:
-		default:
-			return nil, errClosed
-		}
-	}
-	return r.res, r.err
-}
-
-func (b *hbBatcher) run() {
-	defer b.wg.Done()
-	batch := make([]*hbReq, 0, maxHeartbeatBatch)
-	for {
-		select {
-		case r := <-b.reqs:
-			batch = append(batch[:0], r)
-		case <-b.quit:
-			return
-		}
-	more:
-		for len(batch) < maxHeartbeatBatch {
-			select {
-			case r := <-b.reqs:
-				batch = append(batch, r)
-			default:
-				break more
-			}
-		}
-		b.s.heartbeatBatch(batch)
-		clear(batch)
-	}
+func newHBBatcher(s *Store) *batcher[*hbArgs, *store.HeartbeatResult] {
+	return newBatcher(maxHeartbeatBatch, heartbeatRunners, s.heartbeatBatch)
 }
 
 // heartbeatBatch saves the batch's heartbeats and answers each. A worker
 // that appears twice goes in a later round, so that each statement
-// changes each row once.
-func (s *Store) heartbeatBatch(batch []*hbReq) {
-	live := batch[:0:0]
-	for _, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			r.err = err
-			close(r.done)
-			continue
-		}
-		live = append(live, r)
-	}
-	for len(live) > 0 {
-		slices.SortStableFunc(live, func(x, y *hbReq) int { return strings.Compare(x.a.p.ID, y.a.p.ID) })
-		var round, later []*hbReq
-		for i, r := range live {
-			if i > 0 && r.a.p.ID == live[i-1].a.p.ID {
-				later = append(later, r)
-			} else {
-				round = append(round, r)
-			}
-		}
+// changes each row once; a round is sorted by worker, the order its rows
+// are locked in.
+func (s *Store) heartbeatBatch(batch []*hbCall) {
+	for _, round := range rounds(live(batch), func(a *hbArgs) string { return a.p.ID }) {
+		slices.SortFunc(round, func(x, y *hbCall) int { return strings.Compare(x.arg.p.ID, y.arg.p.ID) })
 		s.heartbeatRound(round)
-		live = later
 	}
 }
 
 // heartbeatRound saves heartbeats of distinct workers, sorted by worker.
-func (s *Store) heartbeatRound(round []*hbReq) {
-	answer := func(r *hbReq, res *store.HeartbeatResult, err error) {
-		r.res, r.err = res, err
-		close(r.done)
-	}
+func (s *Store) heartbeatRound(round []*hbCall) {
 	if len(round) == 1 {
 		r := round[0]
-		res, err := s.heartbeatOne(context.WithoutCancel(r.ctx), r.a)
-		answer(r, res, err)
+		r.answer(s.heartbeatOne(context.WithoutCancel(r.ctx), r.arg))
 		return
 	}
 	ctx := context.Background()
@@ -180,13 +62,12 @@ func (s *Store) heartbeatRound(round []*hbReq) {
 		// Something in the batch failed it as a whole: each heartbeat
 		// goes again on its own and learns its own outcome.
 		for _, r := range round {
-			res, err := s.heartbeatOne(context.WithoutCancel(r.ctx), r.a)
-			answer(r, res, err)
+			r.answer(s.heartbeatOne(context.WithoutCancel(r.ctx), r.arg))
 		}
 		return
 	}
 	for i, r := range round {
-		answer(r, results[i], nil)
+		r.answer(results[i], nil)
 	}
 }
 
@@ -194,13 +75,13 @@ func (s *Store) heartbeatRound(round []*hbReq) {
 // id) with array parameters: the jobs they name are locked in id order,
 // then the workers are saved in id order, as every transaction locks jobs
 // before workers.
-func (t *tx) heartbeats(ctx context.Context, round []*hbReq) ([]*store.HeartbeatResult, error) {
+func (t *tx) heartbeats(ctx context.Context, round []*hbCall) ([]*store.HeartbeatResult, error) {
 	results := make([]*store.HeartbeatResult, len(round))
 	var jobIDs []string
 	for i, r := range round {
 		results[i] = &store.HeartbeatResult{}
-		if r.a.p.JobID != "" {
-			jobIDs = append(jobIDs, r.a.p.JobID)
+		if r.arg.p.JobID != "" {
+			jobIDs = append(jobIDs, r.arg.p.JobID)
 		}
 	}
 	jobs := map[string]*store.Job{}
@@ -229,7 +110,7 @@ func (t *tx) heartbeats(ctx context.Context, round []*hbReq) ([]*store.Heartbeat
 		heldBy                   = make([]*store.Job, len(round))
 	)
 	for i, r := range round {
-		p := r.a.p
+		p := r.arg.p
 		if p.JobID == "" {
 			continue
 		}
@@ -264,7 +145,7 @@ func (t *tx) heartbeats(ctx context.Context, round []*hbReq) ([]*store.Heartbeat
 	lease_expires_at = u.lease, updated_at = u.now
 FROM unnest(?::text[], ?::integer[], ?::text[], ?::text[], ?::boolean[], ?::timestamptz[], ?::boolean[], ?::timestamptz[], ?::timestamptz[])
 	AS u(id, attempt, token, progress, has_progress, progress_at, has_progress_at, lease, now)
-WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.attempt = u.attempt AND jobs.token = u.token
+WHERE jobs.id = u.id AND (jobs.state = 'running') IS TRUE AND jobs.attempt = u.attempt AND jobs.token = u.token
 RETURNING jobs.id, jobs.lease_expires_at`,
 			ids, attempts, tokens, progress, hasProgress, progressAt, hasProgressAt, leases, nows)
 		if err != nil {
@@ -306,10 +187,10 @@ RETURNING jobs.id, jobs.lease_expires_at`,
 		wattempts                                                                      = make([]int, n)
 	)
 	for i, r := range round {
-		p := r.a.p
+		p := r.arg.p
 		wids[i], types[i], providers[i], classes[i] = p.ID, string(p.WorkerType), text(p.Provider), text(p.GPUClass)
-		statuses[i], versions[i], cached[i], seen[i] = string(p.Status), text(p.Version), r.a.cached, norm(p.Now)
-		if sc, ok := r.a.selfCheck.(string); ok {
+		statuses[i], versions[i], cached[i], seen[i] = string(p.Status), text(p.Version), r.arg.cached, norm(p.Now)
+		if sc, ok := r.arg.selfCheck.(string); ok {
 			selfChecks[i], hasSelfCheck[i] = sc, true
 		}
 		if j := heldBy[i]; j != nil {
@@ -340,8 +221,8 @@ RETURNING `+workerCols,
 		byID[w.ID] = w
 	}
 	for i, r := range round {
-		if results[i].Worker = byID[r.a.p.ID]; results[i].Worker == nil {
-			return nil, fmt.Errorf("saving worker %s: it did not come back", r.a.p.ID)
+		if results[i].Worker = byID[r.arg.p.ID]; results[i].Worker == nil {
+			return nil, fmt.Errorf("saving worker %s: it did not come back", r.arg.p.ID)
 		}
 	}
 	return results, nil

@@ -13,6 +13,19 @@ import (
 )
 
 // jobCols is the column list scanJob reads.
+// Statements that find their job by id check its state with these
+// conditions, which no index on state can serve, so that the primary key
+// is the only way in. Written plainly, state = 'running' looked to
+// PostgreSQL, whose statistics dated from a moment when no job ran (every
+// job queued after a burst of submissions), like the better way in, through
+// jobs_state: each complete then read every running job's index entries,
+// live and dead (34 buffers and up to 3 ms against 3 buffers, with 500
+// workers).
+const (
+	isRunning = `(state = 'running') IS TRUE`
+	isQueued  = `(state = 'queued') IS TRUE`
+)
+
 const jobCols = `id, state, priority, worker_type, idempotency_key, avatar_key, audio_key, avatar_id,
 	params, trace_context, attempt, token, worker_id, lease_expires_at, progress, progress_at,
 	interruptions, failures, max_interruptions, max_failures, run_after, error, output_key,
@@ -249,7 +262,7 @@ func (s *Store) JobCancel(ctx context.Context, id string, now time.Time) (*store
 			return err
 		}
 		job, err = scanJob(t.queryRow(ctx, `UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?
-WHERE id = ? AND state = 'queued' RETURNING `+jobCols, s.ts(now), s.ts(now), id))
+WHERE id = ? AND `+isQueued+` RETURNING `+jobCols, s.ts(now), s.ts(now), id))
 		return err
 	})
 	if err != nil {

@@ -26,9 +26,11 @@ type Config struct {
 type Store struct {
 	d       Dialect
 	w, r    *sql.DB
-	wc, rc  *stmtCache   // nil unless the dialect caches statements
-	gc      *groupCommit // nil unless the dialect commits in groups
-	hb      *hbBatcher   // nil unless the dialect takes arrays
+	wc, rc  *stmtCache                                     // nil unless the dialect caches statements
+	gc      *groupCommit                                   // nil unless the dialect commits in groups
+	hb      *batcher[*hbArgs, *store.HeartbeatResult]      // nil unless the dialect takes arrays
+	cb      *batcher[*store.JobClaimParams, *store.Job]    // nil unless it also runs INSERT and UPDATE inside WITH
+	cmb     *batcher[*store.JobCompleteParams, *store.Job] // as cb
 	onClose func() error
 
 	// rebound caches the dialect's form of each query text (at most
@@ -90,14 +92,20 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if s.d.Arrays {
 		s.hb = newHBBatcher(s)
+		if s.d.ModifyingCTEs {
+			s.cb = newClaimBatcher(s)
+			s.cmb = newCompleteBatcher(s)
+		}
 	}
 	return s, nil
 }
 
-// Close stops the group commit and closes the pools.
+// Close stops the batchers and the group commit and closes the pools.
 func (s *Store) Close() error {
+	s.hb.close() // the batches end with writes of their own
+	s.cb.close()
+	s.cmb.close()
 	s.gc.close()
-	s.hb.close()
 	err := s.wc.close()
 	if s.rc != s.wc {
 		err = errors.Join(err, s.rc.close())

@@ -1,0 +1,108 @@
+package sqlcore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/avatargen/musetalk/control/store"
+)
+
+// Complete batches: where claims are batched, so are completes, in one
+// transaction of two statements whatever their number: lock the jobs in
+// id order, then end the attempts named correctly (job, attempt, worker)
+// in one statement, and commit. Every job is locked before any worker,
+// as in every transaction. A complete that changes nothing there (a
+// retry, a stale attempt, an unknown job) takes the single path, which
+// sorts it out and answers as always; so does a lone complete.
+const (
+	maxCompleteBatch = 256
+	completeRunners  = 2
+)
+
+// completeCall is one complete waiting for its batch.
+type completeCall = batchCall[*store.JobCompleteParams, *store.Job]
+
+func newCompleteBatcher(s *Store) *batcher[*store.JobCompleteParams, *store.Job] {
+	return newBatcher(maxCompleteBatch, completeRunners, s.completeBatch)
+}
+
+// completeBatch completes the batch's attempts and answers each; a job
+// named twice goes in a later round.
+func (s *Store) completeBatch(batch []*completeCall) {
+	for _, round := range rounds(live(batch), func(p *store.JobCompleteParams) string { return p.JobID }) {
+		s.completeRound(round)
+	}
+}
+
+func (s *Store) completeRound(round []*completeCall) {
+	if len(round) == 1 {
+		r := round[0]
+		r.answer(s.completeOne(context.WithoutCancel(r.ctx), r.arg))
+		return
+	}
+	ctx := context.Background()
+	var done map[string]*store.Job
+	err := s.write(ctx, func(t *tx) error {
+		var err error
+		done, err = t.completes(ctx, round)
+		return err
+	})
+	for _, r := range round {
+		if j := done[r.arg.JobID]; err == nil && j != nil {
+			r.answer(j, nil)
+		} else {
+			r.answer(s.completeOne(context.WithoutCancel(r.ctx), r.arg))
+		}
+	}
+}
+
+// completes ends the round's attempts (distinct jobs) that are their
+// jobs' running ones, and returns the jobs it completed by id.
+func (t *tx) completes(ctx context.Context, round []*completeCall) (map[string]*store.Job, error) {
+	n := len(round)
+	ids, tokens, keys := make([]string, n), make([]string, n), make([]string, n)
+	attempts, nows := make([]int, n), make([]time.Time, n)
+	for i, r := range round {
+		p := r.arg
+		ids[i], attempts[i], tokens[i], keys[i], nows[i] = p.JobID, p.Attempt, p.Token, p.OutputKey, norm(p.Now)
+	}
+	sorted := slices.Clone(ids)
+	slices.Sort(sorted)
+	if _, err := t.exec(ctx, `SELECT id FROM jobs WHERE id = ANY(?) ORDER BY id FOR UPDATE`, sorted); err != nil {
+		return nil, fmt.Errorf("locking %d jobs: %w", n, err)
+	}
+	rows, err := t.query(ctx, `WITH j AS (UPDATE jobs SET state = 'succeeded', token = '', lease_expires_at = NULL, error = '',
+	output_key = u.u_key, finished_at = u.u_now, updated_at = u.u_now
+	FROM unnest(?::text[], ?::integer[], ?::text[], ?::text[], ?::timestamptz[]) AS u(u_id, u_attempt, u_token, u_key, u_now)
+	WHERE jobs.id = u.u_id AND (jobs.state = 'running') IS TRUE AND jobs.attempt = u.u_attempt AND jobs.token = u.u_token
+	RETURNING `+qualified("jobs", jobCols)+`),
+a AS (UPDATE attempts SET outcome = 'succeeded', error = '', output_key = j.output_key, ended_at = j.finished_at
+	FROM j WHERE attempts.job_id = j.id AND attempts.number = j.attempt AND attempts.outcome = 'running'),
+w AS (UPDATE workers SET job_id = '', attempt = 0, status = CASE WHEN workers.status = 'busy' THEN 'idle' ELSE workers.status END
+	FROM j WHERE workers.id = j.worker_id AND workers.job_id = j.id AND workers.attempt = j.attempt)
+SELECT `+jobCols+` FROM j`, ids, attempts, tokens, keys, nows)
+	if err != nil {
+		return nil, fmt.Errorf("completing %d jobs: %w", n, err)
+	}
+	jobs, err := collect(rows, scanJob)
+	if err != nil {
+		return nil, fmt.Errorf("completing %d jobs: %w", n, err)
+	}
+	done := make(map[string]*store.Job, len(jobs))
+	for _, j := range jobs {
+		done[j.ID] = j
+	}
+	return done, nil
+}
+
+// qualified prefixes each column of a column list with table.
+func qualified(table, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = table + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
+}
