@@ -11,10 +11,10 @@ import (
 )
 
 // Complete batches: where claims are batched, so are completes, in one
-// transaction of two statements whatever their number: lock the jobs in
-// id order, then end the attempts named correctly (job, attempt, worker)
-// in one statement, and commit. Every job is locked before any worker,
-// as in every transaction. A complete that changes nothing there (a
+// transaction of three statements whatever their number: lock the jobs
+// and then their workers, each in id order, end the attempts named correctly
+// (job, attempt, token) in one statement, and commit. Every job is
+// locked before any worker, as in every transaction. A complete that changes nothing there (a
 // retry, a stale attempt, an unknown job) takes the single path, which
 // sorts it out and answers as always; so does a lone complete.
 const (
@@ -71,10 +71,25 @@ func (t *tx) completes(ctx context.Context, round []*completeCall) (map[string]*
 	}
 	sorted := slices.Clone(ids)
 	slices.Sort(sorted)
-	if _, err := t.exec(ctx, `SELECT id FROM jobs WHERE id = ANY(?) ORDER BY id FOR UPDATE`, sorted); err != nil {
+	// The jobs in id order, then their workers in id order: the
+	// heartbeat batches lock workers in id order too, so the two cannot
+	// wait for each other in a cycle.
+	rows, err := t.query(ctx, `SELECT worker_id FROM jobs WHERE id = ANY(?) ORDER BY id FOR UPDATE`, sorted)
+	if err != nil {
 		return nil, fmt.Errorf("locking %d jobs: %w", n, err)
 	}
-	rows, err := t.query(ctx, `WITH j AS (UPDATE jobs SET state = 'succeeded', token = '', lease_expires_at = NULL, error = '',
+	workers, err := collect(rows, func(r scanner) (string, error) {
+		var id string
+		return id, r.Scan(&id)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("locking %d jobs: %w", n, err)
+	}
+	slices.Sort(workers)
+	if _, err := t.exec(ctx, `SELECT id FROM workers WHERE id = ANY(?) ORDER BY id FOR UPDATE`, slices.Compact(workers)); err != nil {
+		return nil, fmt.Errorf("locking the workers of %d jobs: %w", n, err)
+	}
+	rows, err = t.query(ctx, `WITH j AS (UPDATE jobs SET state = 'succeeded', token = '', lease_expires_at = NULL, error = '',
 	output_key = u.u_key, finished_at = u.u_now, updated_at = u.u_now
 	FROM unnest(?::text[], ?::integer[], ?::text[], ?::text[], ?::timestamptz[]) AS u(u_id, u_attempt, u_token, u_key, u_now)
 	WHERE jobs.id = u.u_id AND (jobs.state = 'running') IS TRUE AND jobs.attempt = u.u_attempt AND jobs.token = u.u_token
