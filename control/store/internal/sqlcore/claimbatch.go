@@ -26,9 +26,11 @@ import (
 // the single path.
 const (
 	maxClaimBatch = 256
-	// claimRunners is one: two batches of one replica would read the
-	// same window and choose the same jobs with cached avatars.
-	claimRunners = 1
+	// claimRunners: one batch can be in its commit while the next is
+	// built. The next reads the window while the first still holds its
+	// jobs: a cached-avatar choice that falls on one of them is skipped
+	// when locked, and its claim takes the oldest job instead.
+	claimRunners = 2
 )
 
 // claimCall is one claim waiting for its batch.
