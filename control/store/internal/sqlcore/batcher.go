@@ -124,6 +124,46 @@ func (b *batcher[A, R]) loop() {
 	}
 }
 
+// newRoundBatcher returns a batcher that splits each batch into rounds of
+// calls with distinct keys and answers each round with runRound.
+func newRoundBatcher[A, R any](s *Store, max, runners int, key func(A) string, one func(context.Context, A) (R, error),
+	many func(t *tx, ctx context.Context, round []*batchCall[A, R]) ([]R, []bool, error)) *batcher[A, R] {
+	return newBatcher(max, runners, func(batch []*batchCall[A, R]) {
+		for _, round := range rounds(live(batch), key) {
+			runRound(s, round, one, many)
+		}
+	})
+}
+
+// runRound answers one round of calls (distinct keys). A lone call goes
+// to one. Otherwise many makes the calls in one transaction and returns
+// each one's result and whether it made it; the calls it did not make,
+// and all of them when the transaction fails, go to one each, which
+// answers them as always.
+func runRound[A, R any](s *Store, round []*batchCall[A, R], one func(context.Context, A) (R, error),
+	many func(t *tx, ctx context.Context, round []*batchCall[A, R]) ([]R, []bool, error)) {
+	if len(round) == 1 {
+		r := round[0]
+		r.answer(one(context.WithoutCancel(r.ctx), r.arg))
+		return
+	}
+	ctx := context.Background()
+	var res []R
+	var made []bool
+	err := s.write(ctx, func(t *tx) error {
+		var err error
+		res, made, err = many(t, ctx, round)
+		return err
+	})
+	for i, r := range round {
+		if err == nil && made[i] {
+			r.answer(res[i], nil)
+		} else {
+			r.answer(one(context.WithoutCancel(r.ctx), r.arg))
+		}
+	}
+}
+
 // live answers the calls whose context has ended and returns the others.
 func live[A, R any](batch []*batchCall[A, R]) []*batchCall[A, R] {
 	out := batch[:0:0]

@@ -36,46 +36,20 @@ const (
 // claimCall is one claim waiting for its batch.
 type claimCall = batchCall[*store.JobClaimParams, *store.Job]
 
+// newClaimBatcher makes claims in batches; a worker that claims twice
+// goes in a later round.
 func newClaimBatcher(s *Store) *batcher[*store.JobClaimParams, *store.Job] {
-	return newBatcher(maxClaimBatch, claimRunners, s.claimBatch)
+	return newRoundBatcher(s, maxClaimBatch, claimRunners,
+		func(p *store.JobClaimParams) string { return p.WorkerID }, s.claimOne, (*tx).claims)
 }
 
-// claimBatch makes the batch's claims and answers each (a nil job: none
-// claimable). A worker that claims twice goes in a later round.
-func (s *Store) claimBatch(batch []*claimCall) {
-	for _, round := range rounds(live(batch), func(p *store.JobClaimParams) string { return p.WorkerID }) {
-		s.claimRound(round)
-	}
-}
-
-func (s *Store) claimRound(round []*claimCall) {
-	if len(round) == 1 {
-		r := round[0]
-		r.answer(s.claimOne(context.WithoutCancel(r.ctx), r.arg))
-		return
-	}
-	ctx := context.Background()
-	var jobs []*store.Job
-	var single []bool
-	err := s.write(ctx, func(t *tx) error {
-		var err error
-		jobs, single, err = t.claims(ctx, round)
-		return err
-	})
-	for i, r := range round {
-		if err != nil || single[i] {
-			r.answer(s.claimOne(context.WithoutCancel(r.ctx), r.arg))
-		} else {
-			r.answer(jobs[i], nil)
-		}
-	}
-}
-
-// claims makes the round's claims (distinct workers). single[i] is true
-// for a claim left to the single path: its worker holds an attempt.
-func (t *tx) claims(ctx context.Context, round []*claimCall) (jobs []*store.Job, single []bool, err error) {
+// claims makes the round's claims (distinct workers): jobs[i] is the
+// i-th claim's job, nil when none was claimable, where made[i]; a claim
+// not made is left to the single path (its worker holds an attempt).
+func (t *tx) claims(ctx context.Context, round []*claimCall) (jobs []*store.Job, made []bool, err error) {
 	n := len(round)
-	jobs, single = make([]*store.Job, n), make([]bool, n)
+	jobs, made = make([]*store.Job, n), make([]bool, n)
+	single := make([]bool, n)
 	ids := make([]string, n)
 	for i, r := range round {
 		ids[i] = r.arg.WorkerID
@@ -92,15 +66,13 @@ func (t *tx) claims(ctx context.Context, round []*claimCall) (jobs []*store.Job,
 	if err != nil {
 		return nil, nil, fmt.Errorf("finding attempts %d workers hold: %w", n, err)
 	}
-	holding, err := collect(rows, func(r scanner) (string, error) {
-		var id string
-		return id, r.Scan(&id)
-	})
+	holding, err := collect(rows, scanString)
 	if err != nil {
 		return nil, nil, fmt.Errorf("finding attempts %d workers hold: %w", n, err)
 	}
 	for i, r := range round {
 		single[i] = slices.Contains(holding, r.arg.WorkerID)
+		made[i] = !single[i]
 	}
 
 	// The jobs, by worker type. A job taken for one type is not offered
@@ -176,10 +148,7 @@ func (t *tx) claims(ctx context.Context, round []*claimCall) (jobs []*store.Job,
 				if err != nil {
 					return nil, nil, fmt.Errorf("locking %d jobs with cached avatars: %w", len(want), err)
 				}
-				got, err := collect(rows, func(r scanner) (string, error) {
-					var id string
-					return id, r.Scan(&id)
-				})
+				got, err := collect(rows, scanString)
 				if err != nil {
 					return nil, nil, fmt.Errorf("locking %d jobs with cached avatars: %w", len(want), err)
 				}
@@ -201,10 +170,7 @@ func (t *tx) claims(ctx context.Context, round []*claimCall) (jobs []*store.Job,
 		if err != nil {
 			return nil, nil, fmt.Errorf("choosing jobs for %d claims: %w", len(oldest), err)
 		}
-		ids, err := collect(rows, func(r scanner) (string, error) {
-			var id string
-			return id, r.Scan(&id)
-		})
+		ids, err := collect(rows, scanString)
 		if err != nil {
 			return nil, nil, fmt.Errorf("choosing jobs for %d claims: %w", len(oldest), err)
 		}
@@ -213,7 +179,7 @@ func (t *tx) claims(ctx context.Context, round []*claimCall) (jobs []*store.Job,
 		}
 	}
 	if len(jobIDs) == 0 {
-		return jobs, single, nil
+		return jobs, made, nil
 	}
 	rows, err = t.query(ctx, `WITH j AS (UPDATE jobs SET state = 'running', attempt = attempt + 1, token = u.u_token,
 	worker_id = u.u_worker, lease_expires_at = u.u_lease, progress = NULL, progress_at = u.u_now, updated_at = u.u_now
@@ -244,7 +210,7 @@ SELECT `+jobCols+` FROM j`, jobIDs, tokens, wkrs, leases, nows)
 	for _, i := range chosen {
 		jobs[i] = byWorker[round[i].arg.WorkerID]
 	}
-	return jobs, single, nil
+	return jobs, made, nil
 }
 
 // candidate is a claimable job as the batch sees it.

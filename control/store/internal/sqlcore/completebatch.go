@@ -25,43 +25,16 @@ const (
 // completeCall is one complete waiting for its batch.
 type completeCall = batchCall[*store.JobCompleteParams, *store.Job]
 
+// newCompleteBatcher makes completes in batches; a job named twice goes in
+// a later round.
 func newCompleteBatcher(s *Store) *batcher[*store.JobCompleteParams, *store.Job] {
-	return newBatcher(maxCompleteBatch, completeRunners, s.completeBatch)
-}
-
-// completeBatch completes the batch's attempts and answers each; a job
-// named twice goes in a later round.
-func (s *Store) completeBatch(batch []*completeCall) {
-	for _, round := range rounds(live(batch), func(p *store.JobCompleteParams) string { return p.JobID }) {
-		s.completeRound(round)
-	}
-}
-
-func (s *Store) completeRound(round []*completeCall) {
-	if len(round) == 1 {
-		r := round[0]
-		r.answer(s.completeOne(context.WithoutCancel(r.ctx), r.arg))
-		return
-	}
-	ctx := context.Background()
-	var done map[string]*store.Job
-	err := s.write(ctx, func(t *tx) error {
-		var err error
-		done, err = t.completes(ctx, round)
-		return err
-	})
-	for _, r := range round {
-		if j := done[r.arg.JobID]; err == nil && j != nil {
-			r.answer(j, nil)
-		} else {
-			r.answer(s.completeOne(context.WithoutCancel(r.ctx), r.arg))
-		}
-	}
+	return newRoundBatcher(s, maxCompleteBatch, completeRunners,
+		func(p *store.JobCompleteParams) string { return p.JobID }, s.completeOne, (*tx).completes)
 }
 
 // completes ends the round's attempts (distinct jobs) that are their
-// jobs' running ones, and returns the jobs it completed by id.
-func (t *tx) completes(ctx context.Context, round []*completeCall) (map[string]*store.Job, error) {
+// jobs' running ones: made[i] when it ended the i-th, jobs[i] its job.
+func (t *tx) completes(ctx context.Context, round []*completeCall) (jobs []*store.Job, made []bool, err error) {
 	n := len(round)
 	ids, tokens, keys := make([]string, n), make([]string, n), make([]string, n)
 	attempts, nows := make([]int, n), make([]time.Time, n)
@@ -76,18 +49,15 @@ func (t *tx) completes(ctx context.Context, round []*completeCall) (map[string]*
 	// wait for each other in a cycle.
 	rows, err := t.query(ctx, `SELECT worker_id FROM jobs WHERE id = ANY(?) ORDER BY id FOR UPDATE`, sorted)
 	if err != nil {
-		return nil, fmt.Errorf("locking %d jobs: %w", n, err)
+		return nil, nil, fmt.Errorf("locking %d jobs: %w", n, err)
 	}
-	workers, err := collect(rows, func(r scanner) (string, error) {
-		var id string
-		return id, r.Scan(&id)
-	})
+	workers, err := collect(rows, scanString)
 	if err != nil {
-		return nil, fmt.Errorf("locking %d jobs: %w", n, err)
+		return nil, nil, fmt.Errorf("locking %d jobs: %w", n, err)
 	}
 	slices.Sort(workers)
 	if _, err := t.exec(ctx, `SELECT id FROM workers WHERE id = ANY(?) ORDER BY id FOR UPDATE`, slices.Compact(workers)); err != nil {
-		return nil, fmt.Errorf("locking the workers of %d jobs: %w", n, err)
+		return nil, nil, fmt.Errorf("locking the workers of %d jobs: %w", n, err)
 	}
 	rows, err = t.query(ctx, `WITH j AS (UPDATE jobs SET state = 'succeeded', token = '', lease_expires_at = NULL, error = '',
 	output_key = u.u_key, finished_at = u.u_now, updated_at = u.u_now
@@ -100,17 +70,22 @@ w AS (UPDATE workers SET job_id = '', attempt = 0, status = CASE WHEN workers.st
 	FROM j WHERE workers.id = j.worker_id AND workers.job_id = j.id AND workers.attempt = j.attempt)
 SELECT `+jobCols+` FROM j`, ids, attempts, tokens, keys, nows)
 	if err != nil {
-		return nil, fmt.Errorf("completing %d jobs: %w", n, err)
+		return nil, nil, fmt.Errorf("completing %d jobs: %w", n, err)
 	}
-	jobs, err := collect(rows, scanJob)
+	ended, err := collect(rows, scanJob)
 	if err != nil {
-		return nil, fmt.Errorf("completing %d jobs: %w", n, err)
+		return nil, nil, fmt.Errorf("completing %d jobs: %w", n, err)
 	}
-	done := make(map[string]*store.Job, len(jobs))
-	for _, j := range jobs {
+	done := make(map[string]*store.Job, len(ended))
+	for _, j := range ended {
 		done[j.ID] = j
 	}
-	return done, nil
+	jobs, made = make([]*store.Job, n), make([]bool, n)
+	for i, r := range round {
+		jobs[i] = done[r.arg.JobID]
+		made[i] = jobs[i] != nil
+	}
+	return jobs, made, nil
 }
 
 // qualified prefixes each column of a column list with table.

@@ -40,42 +40,15 @@ func newHBBatcher(s *Store) *batcher[*hbArgs, *store.HeartbeatResult] {
 func (s *Store) heartbeatBatch(batch []*hbCall) {
 	for _, round := range rounds(live(batch), func(a *hbArgs) string { return a.p.ID }) {
 		slices.SortFunc(round, func(x, y *hbCall) int { return strings.Compare(x.arg.p.ID, y.arg.p.ID) })
-		s.heartbeatRound(round)
-	}
-}
-
-// heartbeatRound saves heartbeats of distinct workers, sorted by worker.
-func (s *Store) heartbeatRound(round []*hbCall) {
-	if len(round) == 1 {
-		r := round[0]
-		r.answer(s.heartbeatOne(context.WithoutCancel(r.ctx), r.arg))
-		return
-	}
-	ctx := context.Background()
-	var results []*store.HeartbeatResult
-	err := s.write(ctx, func(t *tx) error {
-		var err error
-		results, err = t.heartbeats(ctx, round)
-		return err
-	})
-	if err != nil {
-		// Something in the batch failed it as a whole: each heartbeat
-		// goes again on its own and learns its own outcome.
-		for _, r := range round {
-			r.answer(s.heartbeatOne(context.WithoutCancel(r.ctx), r.arg))
-		}
-		return
-	}
-	for i, r := range round {
-		r.answer(results[i], nil)
+		runRound(s, round, s.heartbeatOne, (*tx).heartbeats)
 	}
 }
 
 // heartbeats saves the round's heartbeats (distinct workers, sorted by
-// id) with array parameters: the jobs they name are locked in id order,
+// id), all or none, with array parameters: the jobs they name are locked in id order,
 // then the workers are saved in id order, as every transaction locks jobs
 // before workers.
-func (t *tx) heartbeats(ctx context.Context, round []*hbCall) ([]*store.HeartbeatResult, error) {
+func (t *tx) heartbeats(ctx context.Context, round []*hbCall) ([]*store.HeartbeatResult, []bool, error) {
 	results := make([]*store.HeartbeatResult, len(round))
 	var jobIDs []string
 	for i, r := range round {
@@ -89,11 +62,11 @@ func (t *tx) heartbeats(ctx context.Context, round []*hbCall) ([]*store.Heartbea
 		slices.Sort(jobIDs)
 		rows, err := t.query(ctx, `SELECT `+jobCols+` FROM jobs WHERE id = ANY(?) ORDER BY id FOR UPDATE`, slices.Compact(jobIDs))
 		if err != nil {
-			return nil, fmt.Errorf("locking the jobs of %d heartbeats: %w", len(round), err)
+			return nil, nil, fmt.Errorf("locking the jobs of %d heartbeats: %w", len(round), err)
 		}
 		locked, err := collect(rows, scanJob)
 		if err != nil {
-			return nil, fmt.Errorf("locking the jobs of %d heartbeats: %w", len(round), err)
+			return nil, nil, fmt.Errorf("locking the jobs of %d heartbeats: %w", len(round), err)
 		}
 		for _, j := range locked {
 			jobs[j.ID] = j
@@ -122,7 +95,7 @@ func (t *tx) heartbeats(ctx context.Context, round []*hbCall) ([]*store.Heartbea
 			np, at := nextProgress(j, p.Progress, p.Now)
 			parg, err := progressArg(np)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			ptext, _ := parg.(string)
 			ids, tokens, attempts = append(ids, j.ID), append(tokens, j.Token), append(attempts, j.Attempt)
@@ -149,7 +122,7 @@ WHERE jobs.id = u.id AND (jobs.state = 'running') IS TRUE AND jobs.attempt = u.a
 RETURNING jobs.id, jobs.lease_expires_at`,
 			ids, attempts, tokens, progress, hasProgress, progressAt, hasProgressAt, leases, nows)
 		if err != nil {
-			return nil, fmt.Errorf("extending %d leases: %w", len(ids), err)
+			return nil, nil, fmt.Errorf("extending %d leases: %w", len(ids), err)
 		}
 		type lease struct {
 			id string
@@ -160,11 +133,11 @@ RETURNING jobs.id, jobs.lease_expires_at`,
 			return l, r.Scan(&l.id, timeDest{&l.at})
 		})
 		if err != nil {
-			return nil, fmt.Errorf("extending %d leases: %w", len(ids), err)
+			return nil, nil, fmt.Errorf("extending %d leases: %w", len(ids), err)
 		}
 		if len(extended) != len(ids) {
 			// Impossible under the row locks; let each go on its own.
-			return nil, fmt.Errorf("extending %d leases: %d changed: %w", len(ids), len(extended), store.ErrStaleAttempt)
+			return nil, nil, fmt.Errorf("extending %d leases: %d changed: %w", len(ids), len(extended), store.ErrStaleAttempt)
 		}
 		byID := make(map[string]time.Time, len(extended))
 		for _, l := range extended {
@@ -207,14 +180,14 @@ ON CONFLICT (id) DO UPDATE SET `+workerUpsertSet+`
 RETURNING `+workerCols,
 		wids, types, providers, classes, statuses, versions, seen, cached, selfChecks, hasSelfCheck, wjobs, wattempts)
 	if err != nil {
-		return nil, fmt.Errorf("saving %d workers: %w", n, err)
+		return nil, nil, fmt.Errorf("saving %d workers: %w", n, err)
 	}
 	saved, err := collect(rows, scanWorker)
 	if err != nil {
-		return nil, fmt.Errorf("saving %d workers: %w", n, err)
+		return nil, nil, fmt.Errorf("saving %d workers: %w", n, err)
 	}
 	if len(saved) != n {
-		return nil, errors.New("saving workers: not every worker came back")
+		return nil, nil, errors.New("saving workers: not every worker came back")
 	}
 	byID := make(map[string]*store.Worker, n)
 	for _, w := range saved {
@@ -222,8 +195,12 @@ RETURNING `+workerCols,
 	}
 	for i, r := range round {
 		if results[i].Worker = byID[r.arg.p.ID]; results[i].Worker == nil {
-			return nil, fmt.Errorf("saving worker %s: it did not come back", r.arg.p.ID)
+			return nil, nil, fmt.Errorf("saving worker %s: it did not come back", r.arg.p.ID)
 		}
 	}
-	return results, nil
+	made := make([]bool, len(round))
+	for i := range made {
+		made[i] = true
+	}
+	return results, made, nil
 }

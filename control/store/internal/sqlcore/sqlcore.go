@@ -287,6 +287,12 @@ func (s *Store) readStmt(ctx context.Context, q string) *sql.Stmt {
 // scanner is *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
 
+// scanString reads a row of one text column.
+func scanString(r scanner) (string, error) {
+	var v string
+	return v, r.Scan(&v)
+}
+
 // collect scans every row with scan and closes rows.
 func collect[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) {
 	defer rows.Close()

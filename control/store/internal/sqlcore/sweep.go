@@ -34,10 +34,7 @@ RETURNING id`, cutoff, cutoff)
 			if err != nil {
 				return err
 			}
-			res.WorkersOffline, err = collect(rows, func(r scanner) (string, error) {
-				var id string
-				return id, r.Scan(&id)
-			})
+			res.WorkersOffline, err = collect(rows, scanString)
 			return err
 		})
 		if err != nil {
@@ -59,10 +56,7 @@ WHERE j.state = 'running' AND j.worker_id <> '' AND (j.lease_expires_at < ? OR w
 	if err != nil {
 		return nil, fmt.Errorf("sweeping: finding lost attempts: %w", err)
 	}
-	ids, err := collect(rows, func(r scanner) (string, error) {
-		var id string
-		return id, r.Scan(&id)
-	})
+	ids, err := collect(rows, scanString)
 	if err != nil {
 		return nil, fmt.Errorf("sweeping: finding lost attempts: %w", err)
 	}
