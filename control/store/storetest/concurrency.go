@@ -352,20 +352,12 @@ func claimsAtOnce(t *testing.T, h *harness) {
 	}
 
 	now := at(time.Minute)
-	got := make([]*store.Job, len(cs))
-	errs := make([]error, len(cs))
-	start := make(chan struct{})
-	var wg sync.WaitGroup
+	ps := make([]*store.JobClaimParams, len(cs))
 	for i, c := range cs {
-		wg.Go(func() {
-			p := claimParams(c.id, now)
-			p.WorkerType, p.CachedAvatars = c.wt, c.cached
-			<-start
-			got[i], errs[i] = h.s.JobClaim(h.ctx, p)
-		})
+		ps[i] = claimParams(c.id, now)
+		ps[i].WorkerType, ps[i].CachedAvatars = c.wt, c.cached
 	}
-	close(start)
-	wg.Wait()
+	got, errs := atOnce(ps, func(p *store.JobClaimParams) (*store.Job, error) { return h.s.JobClaim(h.ctx, p) })
 
 	seen := map[string]string{}
 	for i, c := range cs {
@@ -437,18 +429,11 @@ func completesAtOnce(t *testing.T, h *harness) {
 		call{p: &store.JobCompleteParams{AttemptParams: store.AttemptParams{JobID: "no-such-job", Attempt: 1, Token: "t", Now: now},
 			OutputKey: "outputs/no-such-job/1.mp4"}, want: store.ErrNotFound},
 	)
-	got := make([]*store.Job, len(calls))
-	errs := make([]error, len(calls))
-	start := make(chan struct{})
-	var wg sync.WaitGroup
+	ps := make([]*store.JobCompleteParams, len(calls))
 	for i, c := range calls {
-		wg.Go(func() {
-			<-start
-			got[i], errs[i] = h.s.JobComplete(h.ctx, c.p)
-		})
+		ps[i] = c.p
 	}
-	close(start)
-	wg.Wait()
+	got, errs := atOnce(ps, func(p *store.JobCompleteParams) (*store.Job, error) { return h.s.JobComplete(h.ctx, p) })
 	for i, c := range calls {
 		what := fmt.Sprintf("complete %d (job %s, attempt %d)", i, c.p.JobID, c.p.Attempt)
 		if c.want != nil {
@@ -472,4 +457,22 @@ func completesAtOnce(t *testing.T, h *harness) {
 	}
 	j2 := h.job(stale.ID)
 	eq(t, "job-02 still runs", [3]any{j2.State, j2.Attempt, j2.WorkerID}, [3]any{protocol.JobRunning, 2, "w-other"})
+}
+
+// atOnce makes one call per parameter set from goroutines released
+// together, and returns their answers in order.
+func atOnce[P any](ps []P, call func(P) (*store.Job, error)) ([]*store.Job, []error) {
+	got := make([]*store.Job, len(ps))
+	errs := make([]error, len(ps))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Go(func() {
+			<-start
+			got[i], errs[i] = call(p)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return got, errs
 }

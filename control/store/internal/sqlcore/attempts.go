@@ -129,13 +129,7 @@ func (s *Store) JobClaim(ctx context.Context, p *store.JobClaimParams) (*store.J
 	case p.WorkerType != "" && !p.WorkerType.Valid():
 		return nil, fmt.Errorf("claiming a job: worker type %q is not one of main, transient or empty", p.WorkerType)
 	}
-	var job *store.Job
-	var err error
-	if s.cb != nil {
-		job, err = s.cb.do(ctx, p)
-	} else {
-		job, err = s.claimOne(ctx, p)
-	}
+	job, err := s.cb.call(ctx, p, s.claimOne)
 	if err != nil {
 		return nil, fmt.Errorf("claiming a job for worker %s: %w", p.WorkerID, err)
 	}
@@ -380,13 +374,7 @@ func (s *Store) JobComplete(ctx context.Context, p *store.JobCompleteParams) (*s
 	if p.OutputKey == "" {
 		return nil, fmt.Errorf("completing job %s: output key is required", p.JobID)
 	}
-	var job *store.Job
-	var err error
-	if s.cmb != nil {
-		job, err = s.cmb.do(ctx, p)
-	} else {
-		job, err = s.completeOne(ctx, p)
-	}
+	job, err := s.cmb.call(ctx, p, s.completeOne)
 	if err != nil {
 		return nil, fmt.Errorf("completing job: %w", err)
 	}

@@ -2,6 +2,8 @@ package sqlcore
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
 )
 
@@ -71,6 +73,15 @@ func (b *batcher[A, R]) close() {
 	})
 }
 
+// call runs arg in the next batch, or alone with one where b is nil (the
+// dialect does not batch these calls).
+func (b *batcher[A, R]) call(ctx context.Context, arg A, one func(context.Context, A) (R, error)) (R, error) {
+	if b == nil {
+		return one(ctx, arg)
+	}
+	return b.do(ctx, arg)
+}
+
 // do runs arg in the next batch and waits for its answer; once its batch
 // has started it runs to the end whatever ctx does.
 func (b *batcher[A, R]) do(ctx context.Context, arg A) (R, error) {
@@ -124,12 +135,16 @@ func (b *batcher[A, R]) loop() {
 	}
 }
 
-// newRoundBatcher returns a batcher that splits each batch into rounds of
-// calls with distinct keys and answers each round with runRound.
+// newRoundBatcher returns a batcher that sorts each batch by key, splits
+// it into rounds of calls with distinct keys (each sorted, the order its
+// rows are locked in where the key names them) and answers each round
+// with runRound.
 func newRoundBatcher[A, R any](s *Store, max, runners int, key func(A) string, one func(context.Context, A) (R, error),
 	many func(t *tx, ctx context.Context, round []*batchCall[A, R]) ([]R, []bool, error)) *batcher[A, R] {
 	return newBatcher(max, runners, func(batch []*batchCall[A, R]) {
-		for _, round := range rounds(live(batch), key) {
+		calls := live(batch)
+		slices.SortStableFunc(calls, func(x, y *batchCall[A, R]) int { return strings.Compare(key(x.arg), key(y.arg)) })
+		for _, round := range rounds(calls, key) {
 			runRound(s, round, one, many)
 		}
 	})

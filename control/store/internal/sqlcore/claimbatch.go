@@ -49,7 +49,6 @@ func newClaimBatcher(s *Store) *batcher[*store.JobClaimParams, *store.Job] {
 func (t *tx) claims(ctx context.Context, round []*claimCall) (jobs []*store.Job, made []bool, err error) {
 	n := len(round)
 	jobs, made = make([]*store.Job, n), make([]bool, n)
-	single := make([]bool, n)
 	ids := make([]string, n)
 	for i, r := range round {
 		ids[i] = r.arg.WorkerID
@@ -71,8 +70,7 @@ func (t *tx) claims(ctx context.Context, round []*claimCall) (jobs []*store.Job,
 		return nil, nil, fmt.Errorf("finding attempts %d workers hold: %w", n, err)
 	}
 	for i, r := range round {
-		single[i] = slices.Contains(holding, r.arg.WorkerID)
-		made[i] = !single[i]
+		made[i] = !slices.Contains(holding, r.arg.WorkerID)
 	}
 
 	// The jobs, by worker type. A job taken for one type is not offered
@@ -85,7 +83,7 @@ func (t *tx) claims(ctx context.Context, round []*claimCall) (jobs []*store.Job,
 		types                []protocol.WorkerType
 	)
 	for i, r := range round {
-		if !single[i] && !slices.Contains(types, r.arg.WorkerType) {
+		if made[i] && !slices.Contains(types, r.arg.WorkerType) {
 			types = append(types, r.arg.WorkerType)
 		}
 	}
@@ -100,7 +98,7 @@ func (t *tx) claims(ctx context.Context, round []*claimCall) (jobs []*store.Job,
 		var group []int
 		var since time.Time
 		for i, r := range round {
-			if single[i] || r.arg.WorkerType != wt {
+			if !made[i] || r.arg.WorkerType != wt {
 				continue
 			}
 			group = append(group, i)
@@ -184,7 +182,7 @@ func (t *tx) claims(ctx context.Context, round []*claimCall) (jobs []*store.Job,
 	rows, err = t.query(ctx, `WITH j AS (UPDATE jobs SET state = 'running', attempt = attempt + 1, token = u.u_token,
 	worker_id = u.u_worker, lease_expires_at = u.u_lease, progress = NULL, progress_at = u.u_now, updated_at = u.u_now
 	FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::timestamptz[]) AS u(u_id, u_token, u_worker, u_lease, u_now)
-	WHERE jobs.id = u.u_id AND (jobs.state = 'queued') IS TRUE
+	WHERE jobs.id = u.u_id AND `+isQueued+`
 	RETURNING `+qualified("jobs", jobCols)+`),
 a AS (INSERT INTO attempts (job_id, number, worker_id, token, outcome, started_at)
 	SELECT id, attempt, worker_id, token, 'running', progress_at FROM j),

@@ -12,11 +12,12 @@ import (
 
 // Complete batches: where claims are batched, so are completes, in one
 // transaction of three statements whatever their number: lock the jobs
-// and then their workers, each in id order, end the attempts named correctly
-// (job, attempt, token) in one statement, and commit. Every job is
-// locked before any worker, as in every transaction. A complete that changes nothing there (a
-// retry, a stale attempt, an unknown job) takes the single path, which
-// sorts it out and answers as always; so does a lone complete.
+// and then their workers, each in id order, end the attempts named
+// correctly (job, attempt, token) in one statement, and commit. Every job
+// is locked before any worker, as in every transaction. A complete that
+// changes nothing there (a retry, a stale attempt, an unknown job) takes
+// the single path, which sorts it out and answers as always; so does a
+// lone complete.
 const (
 	maxCompleteBatch = 256
 	completeRunners  = 2
@@ -62,7 +63,7 @@ func (t *tx) completes(ctx context.Context, round []*completeCall) (jobs []*stor
 	rows, err = t.query(ctx, `WITH j AS (UPDATE jobs SET state = 'succeeded', token = '', lease_expires_at = NULL, error = '',
 	output_key = u.u_key, finished_at = u.u_now, updated_at = u.u_now
 	FROM unnest(?::text[], ?::integer[], ?::text[], ?::text[], ?::timestamptz[]) AS u(u_id, u_attempt, u_token, u_key, u_now)
-	WHERE jobs.id = u.u_id AND (jobs.state = 'running') IS TRUE AND jobs.attempt = u.u_attempt AND jobs.token = u.u_token
+	WHERE jobs.id = u.u_id AND `+isRunning+` AND jobs.attempt = u.u_attempt AND jobs.token = u.u_token
 	RETURNING `+qualified("jobs", jobCols)+`),
 a AS (UPDATE attempts SET outcome = 'succeeded', error = '', output_key = j.output_key, ended_at = j.finished_at
 	FROM j WHERE attempts.job_id = j.id AND attempts.number = j.attempt AND attempts.outcome = 'running'),

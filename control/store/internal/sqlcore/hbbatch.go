@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/avatargen/musetalk/control/store"
@@ -29,25 +28,17 @@ const (
 // hbCall is one heartbeat waiting for its batch.
 type hbCall = batchCall[*hbArgs, *store.HeartbeatResult]
 
+// newHBBatcher saves heartbeats in batches; a worker that appears twice
+// goes in a later round.
 func newHBBatcher(s *Store) *batcher[*hbArgs, *store.HeartbeatResult] {
-	return newBatcher(maxHeartbeatBatch, heartbeatRunners, s.heartbeatBatch)
-}
-
-// heartbeatBatch saves the batch's heartbeats and answers each. A worker
-// that appears twice goes in a later round, so that each statement
-// changes each row once; a round is sorted by worker, the order its rows
-// are locked in.
-func (s *Store) heartbeatBatch(batch []*hbCall) {
-	for _, round := range rounds(live(batch), func(a *hbArgs) string { return a.p.ID }) {
-		slices.SortFunc(round, func(x, y *hbCall) int { return strings.Compare(x.arg.p.ID, y.arg.p.ID) })
-		runRound(s, round, s.heartbeatOne, (*tx).heartbeats)
-	}
+	return newRoundBatcher(s, maxHeartbeatBatch, heartbeatRunners,
+		func(a *hbArgs) string { return a.p.ID }, s.heartbeatOne, (*tx).heartbeats)
 }
 
 // heartbeats saves the round's heartbeats (distinct workers, sorted by
-// id), all or none, with array parameters: the jobs they name are locked in id order,
-// then the workers are saved in id order, as every transaction locks jobs
-// before workers.
+// id), all or none, with array parameters: the jobs they name are locked
+// in id order, then the workers are saved in id order, as every
+// transaction locks jobs before workers.
 func (t *tx) heartbeats(ctx context.Context, round []*hbCall) ([]*store.HeartbeatResult, []bool, error) {
 	results := make([]*store.HeartbeatResult, len(round))
 	var jobIDs []string
@@ -118,7 +109,7 @@ func (t *tx) heartbeats(ctx context.Context, round []*hbCall) ([]*store.Heartbea
 	lease_expires_at = u.lease, updated_at = u.now
 FROM unnest(?::text[], ?::integer[], ?::text[], ?::text[], ?::boolean[], ?::timestamptz[], ?::boolean[], ?::timestamptz[], ?::timestamptz[])
 	AS u(id, attempt, token, progress, has_progress, progress_at, has_progress_at, lease, now)
-WHERE jobs.id = u.id AND (jobs.state = 'running') IS TRUE AND jobs.attempt = u.attempt AND jobs.token = u.token
+WHERE jobs.id = u.id AND `+isRunning+` AND jobs.attempt = u.attempt AND jobs.token = u.token
 RETURNING jobs.id, jobs.lease_expires_at`,
 			ids, attempts, tokens, progress, hasProgress, progressAt, hasProgressAt, leases, nows)
 		if err != nil {

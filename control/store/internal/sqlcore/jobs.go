@@ -12,7 +12,6 @@ import (
 	"github.com/avatargen/musetalk/protocol"
 )
 
-// jobCols is the column list scanJob reads.
 // Statements that find their job by id check its state with these
 // conditions, which no index on state can serve, so that the primary key
 // is the only way in. Written plainly, state = 'running' looked to
@@ -26,6 +25,7 @@ const (
 	isQueued  = `(state = 'queued') IS TRUE`
 )
 
+// jobCols is the column list scanJob reads.
 const jobCols = `id, state, priority, worker_type, idempotency_key, avatar_key, audio_key, avatar_id,
 	params, trace_context, attempt, token, worker_id, lease_expires_at, progress, progress_at,
 	interruptions, failures, max_interruptions, max_failures, run_after, error, output_key,

@@ -113,18 +113,13 @@ func heartbeatArgs(p *store.WorkerHeartbeatParams) (*hbArgs, error) {
 // that reports idle while the registry says it holds an attempt stays busy:
 // its heartbeat was built before the claim that gave it the attempt.
 // Where the dialect takes arrays, heartbeats that arrive together are
-// saved together (heartbeatBatch).
+// saved together (newHBBatcher).
 func (s *Store) WorkerHeartbeat(ctx context.Context, p *store.WorkerHeartbeatParams) (*store.HeartbeatResult, error) {
 	a, err := heartbeatArgs(p)
 	if err != nil {
 		return nil, fmt.Errorf("recording heartbeat of worker %s: %w", p.ID, err)
 	}
-	var res *store.HeartbeatResult
-	if s.hb != nil {
-		res, err = s.hb.do(ctx, a)
-	} else {
-		res, err = s.heartbeatOne(ctx, a)
-	}
+	res, err := s.hb.call(ctx, a, s.heartbeatOne)
 	if err != nil {
 		return nil, fmt.Errorf("recording heartbeat of worker %s: %w", p.ID, err)
 	}
